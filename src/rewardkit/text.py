@@ -1,0 +1,240 @@
+"""Text to tokens, exactly once and exactly right.
+
+The most common silent bug in reward modelling is reading the reward from the wrong token. This module owns
+the rules:
+
+- A (prompt, response) pair is rendered with the model's chat template, a configured one, or — for models
+  that have none — a plain template (causal models) or the tokenizer's sentence-pair encoding (encoders
+  such as BERT, as encoder reward models are trained).
+- The prompt/response boundary is found on tokens, not strings: a token that merges across it belongs to
+  the response.
+- Truncation drops prompt tokens from the left first; only a response longer than the whole budget loses
+  its own leading tokens. Its end, where the reward is read, is never cut, and what was cut is counted.
+- The score position is the last real token of each row, found from the attention mask, so it is right
+  for left and right padding and when the pad id equals the EOS id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from rewardkit.data.record import Message
+from rewardkit.errors import RewardkitError
+
+# Used by causal models whose tokenizer has no chat template. Every turn ends with a blank line so that
+# the rendered prompt (with the generation prompt) is a string prefix of the rendered conversation.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}System: {% elif m['role'] == 'user' %}User: {% else %}Assistant: {% endif %}"
+    "{{ m['content'] }}\n\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant: {% endif %}"
+)
+
+TextMode = Literal["chat", "pair"]
+
+
+@dataclass
+class Encoded:
+    """One (prompt, response) sequence, ready to batch.
+
+    input_ids:           (seq_len,) token ids, special tokens included.
+    token_type_ids:      (seq_len,) segment ids for sentence-pair encoders, else None.
+    response_start:      index of the first response token (the boundary).
+    response_tokens:     length of the response content alone, template tokens excluded.
+    prompt_truncated:    prompt tokens dropped from the left to fit max_length.
+    response_truncated:  response tokens dropped from its start (only when the response alone overflows).
+    """
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    response_start: int
+    response_tokens: int
+    prompt_truncated: int = 0
+    response_truncated: int = 0
+
+    @property
+    def truncated(self) -> int:
+        return self.prompt_truncated + self.response_truncated
+
+
+class TextEncoder:
+    """Renders and tokenizes (prompt, response) pairs for one reward model.
+
+    mode "chat": the conversation is rendered with `chat_template` (or the tokenizer's own), tokenized once,
+      and split at the token boundary; a BOS is added when the tokenizer expects one and the template did not
+      emit it, and an EOS is appended when the response part has none (`append_eos`).
+    mode "pair": the prompt and the response are the two segments of the tokenizer's sentence-pair input
+      ([CLS] prompt [SEP] response [SEP] for BERT).
+    """
+
+    def __init__(self, tokenizer, *, mode: TextMode = "chat", chat_template: str | None = None,
+                 max_length: int | None = None, append_eos: bool = True):
+        if mode not in ("chat", "pair"):
+            raise RewardkitError(f"text mode must be 'chat' or 'pair', got {mode!r}")
+        self.tokenizer = tokenizer
+        self.mode = mode
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_CHAT_TEMPLATE
+        self.max_length = max_length
+        self.append_eos = append_eos
+        self._single = _special_layout(tokenizer, pair=False)
+        self._pair = _special_layout(tokenizer, pair=True) if mode == "pair" else None
+
+    # -- rendering -----------------------------------------------------------------------------------------
+    def render(self, prompt: list[Message], response: str) -> tuple[str, str]:
+        """The prompt string and the full conversation string (chat mode). The prompt string is the
+        rendering with the generation prompt when that is a prefix of the full rendering, else without."""
+        full = self._apply(prompt + [{"role": "assistant", "content": response}], generation_prompt=False)
+        for generation_prompt in (True, False):
+            head = self._apply(prompt, generation_prompt=generation_prompt)
+            if full.startswith(head):
+                return head, full
+        # A template that rewrites earlier turns once an answer follows: fall back to the common prefix.
+        return full[: _common_prefix_len(head, full)], full
+
+    def _apply(self, messages: list[Message], *, generation_prompt: bool) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat_template, tokenize=False,
+                add_generation_prompt=generation_prompt)
+        except Exception as e:  # jinja errors: a template that rejects this conversation shape
+            raise RewardkitError(f"chat template failed on a conversation of roles "
+                                 f"{[m['role'] for m in messages]}: {e}") from e
+
+    # -- encoding ------------------------------------------------------------------------------------------
+    def encode(self, prompt: list[Message], response: str) -> Encoded:
+        if self.mode == "pair":
+            prompt_ids = self._ids(_plain_prompt_text(prompt))
+            response_ids = self._ids(response)
+            prefix, middle, suffix = self._pair
+        else:
+            prompt_str, full = self.render(prompt, response)
+            full_ids = self._ids(full)
+            boundary = _common_prefix_len(self._ids(prompt_str), full_ids)  # a merged token goes right
+            prompt_ids, response_ids = full_ids[:boundary], full_ids[boundary:]
+            prefix, _, suffix = self._single
+            if prefix and full_ids[: len(prefix)] == prefix:
+                prefix = []  # the template already emitted the BOS
+            middle = []
+            eos = self.tokenizer.eos_token_id
+            suffix = [t for t in suffix if t != eos]
+            if eos in response_ids:
+                # Read the reward at the end-of-turn token itself, not at template whitespace after it
+                # (ChatML renders "<|im_end|>\n").
+                last = len(response_ids) - 1 - response_ids[::-1].index(eos)
+                response_ids = response_ids[: last + 1]
+            elif self.append_eos and eos is not None:
+                suffix = suffix + [eos]
+        prompt_ids, response_ids, cut_p, cut_r = _truncate_left(
+            prompt_ids, response_ids, self.max_length, fixed=len(prefix) + len(middle) + len(suffix))
+        ids = prefix + prompt_ids + middle + response_ids + suffix
+        start = len(prefix) + len(prompt_ids) + len(middle)
+        types = [0] * start + [1] * (len(ids) - start) if self._pair is not None else None
+        return Encoded(ids, types, start, len(self._ids(response)), cut_p, cut_r)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _plain_prompt_text(prompt: list[Message]) -> str:
+    """A single user turn is its own text; longer conversations are rendered as plain 'Role: text' turns."""
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in prompt)
+
+
+def _common_prefix_len(a: Sequence, b: Sequence) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _truncate_left(prompt: list[int], response: list[int], max_length: int | None, fixed: int):
+    """Drop prompt tokens from the left, then (only if still too long) response tokens from the left."""
+    if max_length is None or fixed + len(prompt) + len(response) <= max_length:
+        return prompt, response, 0, 0
+    room = max_length - fixed
+    if room < 1:
+        raise RewardkitError(f"max_length {max_length} leaves no room for any token "
+                             f"({fixed} special tokens are needed)")
+    keep_prompt = max(0, room - len(response))
+    cut_p = len(prompt) - keep_prompt
+    prompt = prompt[cut_p:]
+    cut_r = max(0, len(response) - room)
+    return prompt, response[cut_r:], cut_p, cut_r
+
+
+def _special_layout(tokenizer, *, pair: bool) -> tuple[list[int], list[int], list[int]]:
+    """The special tokens the tokenizer wraps content in: (prefix, middle, suffix).
+
+    Found by encoding probe words with and without special tokens, so it works for any tokenizer family
+    (BERT: [CLS] a [SEP] b [SEP]; Llama: <s> a; GPT-NeoX: nothing).
+    """
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    full = (tokenizer("a", "b") if pair else tokenizer("a"))["input_ids"]
+    i = _find(full, a)
+    if i < 0:
+        return [], [], []
+    prefix, rest = full[:i], full[i + len(a):]
+    if not pair:
+        return prefix, [], rest
+    j = _find(rest, b)
+    if j < 0:
+        raise RewardkitError("cannot find the sentence-pair layout of this tokenizer; use a chat template")
+    return prefix, rest[:j], rest[j + len(b):]
+
+
+def _find(seq: list[int], sub: list[int]) -> int:
+    for i in range(len(seq) - len(sub) + 1):
+        if seq[i: i + len(sub)] == sub:
+            return i
+    return -1
+
+
+# -- batching ------------------------------------------------------------------------------------------------
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token in each row.
+
+    attention_mask: (b, seq_len) of 0/1. Returns (b,) long. Works for left and right padding and does not
+    look at token ids, so a pad id equal to the EOS id cannot move it.
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b, seq_len) positions counting real tokens only, so a left-padded row gets the same positions as
+    the same row padded on the right."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def collate(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad a batch to its own longest row.
+
+    Returns input_ids, attention_mask, position_ids (b, seq_len), token_type_ids (b, seq_len) when the rows
+    have them, and score_index (b,) — the last real token of each row.
+    """
+    width = max(len(e.input_ids) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    types = torch.zeros((len(encoded), width), dtype=torch.long) if encoded[0].token_type_ids else None
+    for row, e in enumerate(encoded):
+        n = len(e.input_ids)
+        cols = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        ids[row, cols] = torch.tensor(e.input_ids)
+        mask[row, cols] = 1
+        if types is not None:
+            types[row, cols] = torch.tensor(e.token_type_ids)
+    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask),
+             "score_index": last_token_index(mask)}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch

@@ -1,0 +1,172 @@
+"""RewardModel: heads on every backbone family, the portable checkpoint, and the score position."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from tiny import make_bpe_tokenizer, tiny_causal_config
+from rewardkit.data.record import Response
+from rewardkit.errors import ModelError
+from rewardkit.io import atomic_directory
+from rewardkit.models.reward_model import META_FILE, RewardModel
+from rewardkit.models.rm_scorer import RewardModelScorer
+from rewardkit.models.scorer import ScoreItem
+from rewardkit.text import collate
+
+ITEMS = [
+    ScoreItem([{"role": "user", "content": "What is the capital of France?"}],
+              [Response("Paris."), Response("I do not know, maybe London or somewhere else entirely.")]),
+    ScoreItem([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+              [Response("Hello there"), Response(""), Response("Hi! How can I help you today?")]),
+]
+FAMILIES = ["llama_dir", "qwen2_dir", "neox_dir", "bert_dir"]
+
+
+def scores(model, **kw):
+    return [r.rewards for r in RewardModelScorer(model, precision="fp32", **kw).score(ITEMS)]
+
+
+def flat(nested):
+    return [x for row in nested for x in row]
+
+
+def plain_transformers_scores(path, model):
+    """Scores from the saved directory through plain transformers, right-padded with the saved pad id."""
+    hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    encoded = [model.text.encode(it.prompt, r.content) for it in ITEMS for r in it.responses]
+    batch = collate(encoded, hf.config.pad_token_id, "right")
+    kw = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+    with torch.no_grad():
+        logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).logits
+    return logits[:, 0].tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_model_loads_in_plain_transformers_with_the_same_scores(family, request, tmp_path):
+    model = RewardModel.from_pretrained(request.getfixturevalue(family))
+    ours = scores(model)
+    model.save_pretrained(tmp_path / "rm")
+    assert (tmp_path / "rm" / META_FILE).is_file()
+    reloaded = RewardModel.from_pretrained(tmp_path / "rm")
+    assert scores(reloaded) == ours
+    assert plain_transformers_scores(tmp_path / "rm", model) == pytest.approx(flat(ours), abs=1e-5)
+    assert len(set(flat(ours))) > 1, "a random head should not give identical scores"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_new_head_is_seeded(family, request):
+    path = request.getfixturevalue(family)
+    assert scores(RewardModel.from_pretrained(path)) == scores(RewardModel.from_pretrained(path))
+    assert scores(RewardModel.from_pretrained(path, seed=1)) != scores(RewardModel.from_pretrained(path))
+
+
+def test_score_rule_per_family(llama_dir, bert_dir):
+    causal, encoder = RewardModel.from_pretrained(llama_dir), RewardModel.from_pretrained(bert_dir)
+    assert (causal.meta.score_rule, causal.meta.text_mode) == ("last_token", "chat")
+    assert (encoder.meta.score_rule, encoder.meta.text_mode) == ("classifier", "pair")
+    # A causal tokenizer without a pad token gets a distinct one, so the checkpoint is portable.
+    assert causal.tokenizer.pad_token_id not in (None, causal.tokenizer.eos_token_id)
+    assert causal.model.config.pad_token_id == causal.tokenizer.pad_token_id
+
+
+@pytest.mark.parametrize("family", ["llama_dir", "qwen2_dir", "neox_dir"])
+def test_left_and_right_padding_and_pad_equal_to_eos_give_the_same_scores(family, request):
+    model = RewardModel.from_pretrained(request.getfixturevalue(family))
+    alone = [[RewardModelScorer(model, precision="fp32").score([ScoreItem(it.prompt, [r])])[0].rewards[0]
+              for r in it.responses] for it in ITEMS]
+    right = scores(model)
+    model.meta.padding_side = "left"
+    left = scores(model)
+    model.tokenizer.pad_token = model.tokenizer.eos_token  # pad == EOS
+    left_eos = scores(model)
+    model.meta.padding_side = "right"
+    right_eos = scores(model)
+    for got in (right, left, left_eos, right_eos):
+        assert flat(got) == pytest.approx(flat(alone), abs=1e-5)
+
+
+def test_batch_budget_does_not_change_scores(llama_dir):
+    model = RewardModel.from_pretrained(llama_dir)
+    assert flat(scores(model, batch_tokens=1)) == pytest.approx(flat(scores(model, batch_tokens=100_000)),
+                                                                abs=1e-5)
+
+
+def test_existing_sequence_classifier_loads_as_a_scorer(tmp_path):
+    """A reward model saved by another tool (e.g. TRL): a *ForSequenceClassification with one label."""
+    from transformers import LlamaForSequenceClassification
+
+    tok = make_bpe_tokenizer(pad="<unk>")
+    torch.manual_seed(3)
+    hf = LlamaForSequenceClassification(tiny_causal_config("llama", len(tok), num_labels=1,
+                                                           pad_token_id=tok.pad_token_id))
+    hf.save_pretrained(tmp_path / "trl_rm")
+    tok.save_pretrained(tmp_path / "trl_rm")
+    model = RewardModel.from_pretrained(tmp_path / "trl_rm")
+    assert flat(scores(model)) == pytest.approx(plain_transformers_scores(tmp_path / "trl_rm", model), abs=1e-5)
+
+
+def test_classifier_with_several_labels_is_refused(tmp_path):
+    from transformers import LlamaForSequenceClassification
+
+    tok = make_bpe_tokenizer(pad="<unk>")
+    LlamaForSequenceClassification(tiny_causal_config("llama", len(tok), num_labels=3)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="3 outputs is not a reward model"):
+        RewardModel.from_pretrained(tmp_path)
+
+
+def test_multi_objective_scores(llama_dir, tmp_path):
+    model = RewardModel.from_pretrained(llama_dir, objectives=["helpful", "harmless"])
+    model.meta.weights = [0.25, 0.75]
+    result = RewardModelScorer(model, precision="fp32").score(ITEMS[:1])[0]
+    assert set(result.objectives) == {"helpful", "harmless"}
+    expected = [0.25 * h + 0.75 * s for h, s in zip(result.objectives["helpful"], result.objectives["harmless"])]
+    assert result.rewards == pytest.approx(expected)
+    model.save_pretrained(tmp_path / "mo")
+    again = RewardModel.from_pretrained(tmp_path / "mo")
+    assert again.meta.objectives == ["helpful", "harmless"] and again.meta.weights == [0.25, 0.75]
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="cannot load a model from"):
+        RewardModel.from_pretrained(tmp_path / "nope")
+
+
+def test_bad_metadata_names_file_and_field(llama_dir, tmp_path):
+    RewardModel.from_pretrained(llama_dir).save_pretrained(tmp_path / "rm")
+    meta_path = tmp_path / "rm" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "score_rule": "first_token"}))
+    with pytest.raises(ModelError, match=r"rewardkit\.json: field 'score_rule'"):
+        RewardModel.from_pretrained(tmp_path / "rm")
+    meta_path.write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        RewardModel.from_pretrained(tmp_path / "rm")
+
+
+def test_save_is_atomic(llama_dir, tmp_path, monkeypatch):
+    model = RewardModel.from_pretrained(llama_dir)
+    model.save_pretrained(tmp_path / "rm")
+    before = sorted(p.name for p in (tmp_path / "rm").iterdir())
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(model.tokenizer, "save_pretrained", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.save_pretrained(tmp_path / "rm")  # over an existing checkpoint
+    with pytest.raises(RuntimeError, match="disk full"):
+        model.save_pretrained(tmp_path / "fresh")
+    assert sorted(p.name for p in (tmp_path / "rm").iterdir()) == before  # old checkpoint intact
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rm"]  # no temporary leftovers
+
+
+def test_atomic_directory_replaces_whole(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old.txt").write_text("old")
+    with atomic_directory(tmp_path / "d") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["new.txt"]
