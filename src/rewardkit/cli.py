@@ -254,34 +254,71 @@ def data_convert(path: Annotated[Path, typer.Argument(help="A data file or datas
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option("--out", help="Where to write the report.")] = Path("runs/demo"),
-         model: Annotated[str, typer.Option("--model", "-m")] = "minilm",
-         precision: PrecisionOpt = "auto"):
-    """The main job on the embedded default: score and evaluate a reward model end to end.
-
-    Uses the HH-RLHF harmless-base test split when ../shared/data (or $REWARDKIT_DATA) is present, else the
-    small preference set shipped with rewardkit.
-    """
-    from rewardkit.data import shared_data_dir
+def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
+          set_: Annotated[Optional[list[str]], typer.Option(
+              "--set", help="Override any config field: key=value (repeatable; dotted keys like lora.r=8).")] = None,
+          model: Annotated[Optional[str], typer.Option("--model", "-m", help="Backbone or reward model.")] = None,
+          data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Training data (repeatable).")] = None,
+          eval_data: Annotated[Optional[list[str]], typer.Option("--eval-data", help="Held-out data (repeatable).")] = None,
+          output: Annotated[Optional[str], typer.Option("--output", "-o", help="Run directory.")] = None,
+          loss: Annotated[Optional[str], typer.Option("--loss", help="bt, margin, scaled, smoothed, robust, soft, "
+                                                                      "kwise, plackett_luce, distill_soft, distill_regression.")] = None,
+          epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+          lr: Annotated[Optional[float], typer.Option("--lr")] = None,
+          max_length: MaxLenOpt = None,
+          batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Records per optimizer step.")] = None):
+    """Train a reward model. Running the same command again resumes from OUTPUT/last."""
+    from rewardkit.train import load_config
+    from rewardkit.train import train as run_training
 
     with user_errors():
         quiet_transformers()
-        shared = shared_data_dir()
-        hh = shared / "hh-rlhf" / "harmless-base" / "test.jsonl.gz" if shared else None
-        if hh is not None and hh.is_file():
-            path, split = hh, "test"
-        else:
-            path, split = demo_data_path(), "all"
-        console.print(f"data: {path} (split {split})")
-        loaded = load_data(path, None, None, True, None, split)  # HH has a few malformed rows
-        scorer = load_scorer(model, 256, None, precision, 16384)
-        run_evaluation(scorer, loaded, out, data_label=f"{path} ({split})")
-        console.print("[dim]note: the head of a packaged backbone is untrained, so accuracy is near chance "
-                      "until the model is trained.[/]")
+        cfg = load_config(config, set_, model=model, data=data, eval_data=eval_data, output=output, loss=loss,
+                          epochs=epochs, lr=lr, max_length=max_length, batch_size=batch_size)
+        result = run_training(cfg)
+        print_training(result)
 
 
-def demo_data_path() -> Path:
-    return Path(__file__).parent / "resources" / "demo_pairs.jsonl"
+def print_training(result) -> None:
+    rate = result.records_trained / result.train_seconds if result.train_seconds else float("nan")
+    console.print(f"trained {result.steps} steps in {result.train_seconds:.1f}s ({rate:.1f} records/s); "
+                  f"checkpoints in {result.output}/last" + (f" and {result.output}/best" if result.best_accuracy
+                                                             is not None else ""))
+    if result.final_eval is not None:
+        console.print(f"held-out accuracy {100 * result.final_eval['accuracy']:.1f}% "
+                      f"(best {100 * result.best_accuracy:.1f}%)")
+
+
+@app.command()
+def export(model: ModelOpt,
+           output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the portable checkpoint.")]):
+    """Write a portable checkpoint: LoRA adapters merged in, loadable with plain transformers."""
+    from rewardkit.models.reward_model import RewardModel
+
+    with user_errors():
+        quiet_transformers()
+        rm = RewardModel.from_pretrained(model)
+        rm.merge_lora()
+        rm.save_pretrained(output)
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option("--out", help="Where to write data, checkpoints and reports.")] = Path("runs/demo"),
+         model: Annotated[str, typer.Option("--model", "-m")] = "minilm",
+         precision: PrecisionOpt = "auto"):
+    """The main job on the embedded default: train a reward model, evaluate it before and after.
+
+    Trains on the HH-RLHF harmless-base train split when ../shared/data (or $REWARDKIT_DATA) is present,
+    else on rewardkit's synthetic preference task, whose gold reward is known.
+    """
+    from rewardkit.demo import run_demo
+
+    with user_errors():
+        quiet_transformers()
+        run_demo(out, model=model, precision=precision, log=lambda m: console.print(m, highlight=False))
+        console.print(f"reports: {out / 'before' / 'report.md'}, {out / 'report' / 'report.md'}; "
+                      f"model: {out / 'train' / 'best'}")
 
 
 def main() -> None:

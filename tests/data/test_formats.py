@@ -74,18 +74,25 @@ def test_hh_inline_human_marker_stays_in_the_content(tmp_path):
     assert load_one(tmp_path, row).responses[0].content == "Sure.  Human: thanks"
 
 
-def test_hh_transcripts_differing_before_the_final_turn_are_an_error(tmp_path):
-    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: A\n\nAssistant: B", "rejected": "\n\nHuman: Hi\n\nAssistant: C"}
-    err = bad_row_error(tmp_path, HH_ROW, HH_ROW, row)
-    assert_points_at(err, 3, "chosen")
-    assert "differ before the final assistant turn" in str(err)
+def test_hh_transcripts_differing_before_the_final_turn_keep_whole_continuations(tmp_path):
+    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: A\n\nHuman: And?\n\nAssistant: B",
+           "rejected": "\n\nHuman: Hi\n\nAssistant: C"}
+    rec = load_one(tmp_path, row)
+    assert rec.prompt == [{"role": "user", "content": "Hi"}] and rec.meta["continuation"]
+    assert [r.content for r in rec.responses] == ["A\n\nHuman: And?\n\nAssistant: B", "C"]
 
 
-def test_hh_transcript_ending_with_a_human_turn_is_an_error(tmp_path):
-    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: A", "rejected": "\n\nHuman: Hi\n\nAssistant: A\n\nHuman: more?"}
-    err = bad_row_error(tmp_path, HH_ROW, row)
-    assert_points_at(err, 2, "rejected")
-    assert "ends with a user turn" in str(err)
+def test_hh_transcript_ending_with_a_human_turn_keeps_it_in_the_response(tmp_path):
+    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: A", "rejected": "\n\nHuman: Hi\n\nAssistant: A2\n\nHuman: more?"}
+    rec = load_one(tmp_path, row)
+    assert [r.content for r in rec.responses] == ["A", "A2\n\nHuman: more?"]
+
+
+def test_hh_transcripts_sharing_no_user_turn_are_an_error(tmp_path):
+    row = {"chosen": "\n\nHuman: Hi\n\nAssistant: A", "rejected": "\n\nHuman: Bye\n\nAssistant: B"}
+    err = bad_row_error(tmp_path, HH_ROW, row, format="hh")
+    assert_points_at(err, 2, "chosen")
+    assert "share no Human turn" in str(err)
 
 
 def test_hh_text_before_the_first_turn_is_an_error(tmp_path):

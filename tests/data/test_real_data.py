@@ -1,8 +1,8 @@
 """The loaders on the real shared data sets (../shared/data); each test skips cleanly when a file is absent.
 
-The HH-RLHF numbers pin the loader's decisions on the odd rows: rows whose transcripts differ before the
-final assistant turn (or end in a Human turn) are DataErrors, skipped and counted with skip_bad; rows with an
-empty final turn or identical responses are kept, and `inspect` reports them.
+The HH-RLHF numbers pin the loader's decisions on the odd rows: rows whose transcripts continue past the
+first differing assistant turn (or end in a Human turn) are kept as whole continuations (meta
+"continuation"); rows with an empty final turn or identical responses are kept, and `inspect` reports them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def shared_file(relative: str) -> Path:
     return root / relative
 
 
-# file -> (rows, bad lines, empty final turns, identical pairs, agreed train/test rows) as found in the data
+# file -> (rows, continuation lines, empty final turns, identical pairs, agreed train/test rows) as found in the data
 HH = {
     "harmless-base": (2312, [1255, 1689, 1951, 1953, 2037], 4, 0, (1850, 462)),
     "helpful-base": (2354, [169, 355, 568, 744, 961, 1012, 1167, 1308, 1451], 4, 2, (1883, 471)),
@@ -33,12 +33,14 @@ HH = {
 
 @pytest.mark.parametrize("subset", sorted(HH))
 def test_hh_rlhf(subset):
-    rows, bad_lines, empty, identical, (n_train, n_test) = HH[subset]
-    result = load_records(shared_file(f"hh-rlhf/{subset}/test.jsonl.gz"), skip_bad=True)
+    rows, continuation_lines, empty, identical, (n_train, n_test) = HH[subset]
+    result = load_records(shared_file(f"hh-rlhf/{subset}/test.jsonl.gz"))
     assert result.format == "hh"
-    assert (result.n_rows, len(result), result.skipped) == (rows, rows - len(bad_lines), len(bad_lines))
-    assert [e.line for e in result.errors] == bad_lines
-    assert all(e.field in ("chosen", "rejected") for e in result.errors)
+    assert (result.n_rows, len(result), result.skipped) == (rows, rows, 0)
+    continued = [n for rec, n in zip(result.records, result.row_numbers) if rec.meta.get("continuation")]
+    assert continued == continuation_lines
+    for rec in (r for r in result.records if r.meta.get("continuation")):
+        assert len(rec.responses) == 2 and rec.prompt[-1]["role"] == "user"
 
     problems = {p["kind"]: p["count"] for p in inspect_records(result)["problems"]}
     assert problems.get("empty_response", 0) == empty
@@ -49,19 +51,17 @@ def test_hh_rlhf(subset):
         assert rec.prompt[0]["role"] == "user" and rec.prompt[-1]["role"] == "user"
         assert all(m["content"] == m["content"].strip() for m in rec.prompt)
 
-    # The agreed split counts file rows, so the skipped rows still sit on their side of the cut.
     train, test = agreed_split(result, "train"), agreed_split(result, "test")
-    cut = round(0.8 * rows)
-    assert (cut, rows - cut) == (n_train, n_test)
-    assert len(train) + sum(line <= cut for line in bad_lines) == n_train
-    assert len(test) + sum(line > cut for line in bad_lines) == n_test
+    assert (len(train), len(test)) == (n_train, n_test)
 
 
-def test_hh_rlhf_first_bad_row_raises_without_skip_bad():
-    with pytest.raises(DataError) as info:
-        load_records(shared_file("hh-rlhf/harmless-base/test.jsonl.gz"))
-    assert (info.value.line, info.value.field) == (1255, "chosen")
-    assert "test.jsonl.gz:1255" in str(info.value)
+def test_hh_rlhf_continuation_row_keeps_both_whole_continuations():
+    result = load_records(shared_file("hh-rlhf/harmless-base/test.jsonl.gz"), limit=1255)
+    rec = result.records[-1]
+    assert rec.meta["continuation"] and rec.prompt[-1]["content"] == "Isn't that drag kings?"
+    assert rec.responses[0].content.startswith("No. Men who impersonate")
+    assert rec.responses[0].content.endswith("\n\nAssistant: I think they call them that because")
+    assert rec.responses[1].content.startswith("A drag king is the opposite")
 
 
 def test_pandalm():

@@ -391,13 +391,46 @@ def _is_hh(r: dict) -> bool:
           "chosen, rejected as whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts")
 def convert_hh(row: dict, ctx: RowContext) -> PreferenceRecord:
     """Anthropic HH-RLHF: the prompt is the turns both transcripts share, the responses their final
-    assistant turns. A row whose transcripts differ earlier, or that ends in a Human turn, raises a
-    DataError (skippable): there is no single prompt both responses answer. An empty final turn is kept."""
+    assistant turns. An empty final turn is kept.
+
+    A few rows (19 of the 8,552 test rows) continue past the first differing assistant turn, or end in a
+    Human turn. Annotators compared the two continuations as wholes, so they are kept as such: the prompt
+    is the shared turns up to the first differing assistant turn, and each response is the rest of its
+    transcript as text (meta["continuation"] = True). Only a row with no shared user turn is an error.
+    """
     chosen = hh_transcript(_text(row, "chosen", ctx), "chosen", ctx)
     rejected = hh_transcript(_text(row, "rejected", ctx), "rejected", ctx)
-    prompt, good, bad = split_shared_prompt(chosen, rejected, ctx)
+    try:
+        prompt, good, bad = split_shared_prompt(chosen, rejected, ctx)
+        meta = _meta("hh", ctx)
+    except DataError:
+        prompt, good, bad = _hh_continuations(chosen, rejected, ctx)
+        meta = _meta("hh", ctx, continuation=True)
     return PreferenceRecord(id=_row_id(row, ctx), prompt=prompt, responses=[Response(good), Response(bad)],
-                            chosen=0, meta=_meta("hh", ctx))
+                            chosen=0, meta=meta)
+
+
+def _hh_continuations(chosen: list[Message], rejected: list[Message], ctx: RowContext):
+    """(shared turns up to the first differing assistant turn, rest of chosen, rest of rejected)."""
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    while shared > 0 and not (chosen[shared - 1]["role"] == "user" and _assistant_at(chosen, shared)
+                              and _assistant_at(rejected, shared)):
+        shared -= 1
+    if shared == 0:
+        raise ctx.error("the transcripts share no Human turn that both answer", "chosen")
+    names = {"user": "Human", "assistant": "Assistant"}
+
+    def rest(msgs: list[Message]) -> str:
+        first, *later = msgs[shared:]
+        return first["content"] + "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in later)
+
+    return chosen[:shared], rest(chosen), rest(rejected)
+
+
+def _assistant_at(msgs: list[Message], i: int) -> bool:
+    return i < len(msgs) and msgs[i]["role"] == "assistant"
 
 
 def _trl_conversation(row: dict, key: str, ctx: RowContext) -> list[Message]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class RewardModelMeta:
     normalization: dict[str, float] | None = None
     base_model: str | None = None
     training: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None  # set while the checkpoint holds a LoRA adapter, not merged weights
     format_version: int = META_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -129,13 +131,9 @@ class RewardModel(nn.Module):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve_model_path(name_or_path)
-        meta_path = Path(path) / META_FILE
-        meta = None
-        if meta_path.is_file():
-            try:
-                meta = RewardModelMeta.from_json(json.loads(meta_path.read_text()), str(meta_path))
-            except json.JSONDecodeError as e:
-                raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+        meta = read_meta(path)
+        if meta is not None and meta.lora is not None:
+            return cls._from_adapter(Path(path), meta, dtype=dtype, seed=seed, max_length=max_length)
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
@@ -183,18 +181,64 @@ class RewardModel(nn.Module):
         model.eval()
         return cls(model, tokenizer, meta)
 
+    @classmethod
+    def _from_adapter(cls, path: Path, meta: RewardModelMeta, **kwargs) -> RewardModel:
+        """A LoRA checkpoint: the base model (meta.base_model) with the saved adapter and head on top."""
+        from peft import PeftModel
+
+        if not meta.base_model:
+            raise ModelError(f"{path / META_FILE}: field 'base_model' is needed to load a LoRA adapter")
+        base = cls.from_pretrained(meta.base_model, objectives=meta.objectives, **kwargs)
+        try:
+            peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=True)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load the LoRA adapter in {path}: {_first_line(e)}") from e
+        meta.max_length = kwargs.get("max_length") or meta.max_length
+        return cls(peft_model, base.tokenizer, meta)
+
+    # -- LoRA ----------------------------------------------------------------------------------------------
+    def enable_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.0,
+                    target_modules: list[str] | str = "all-linear") -> None:
+        """Wrap the backbone with LoRA adapters; the head (and an encoder's pooler) stays fully trainable."""
+        from peft import LoraConfig, get_peft_model
+
+        hf = self.hf_model
+        head_names = [n for n in ("score", "classifier", "pooler") if _has_child(hf, n)]
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                            modules_to_save=head_names, exclude_modules=head_names)
+        self.model = get_peft_model(hf, config)
+        self.meta.lora = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
+
+    def merge_lora(self) -> None:
+        """Fold the adapter into the backbone weights: the model becomes a plain, portable classifier."""
+        if self.meta.lora is None:
+            return
+        self.model = self.model.merge_and_unload()
+        self.meta.lora = None
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The transformers sequence-classification model, under any PEFT wrapper."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if get_base is not None else self.model
+
     # -- saving --------------------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
         """Write weights, tokenizer (with the chat template in use) and rewardkit.json, atomically: the
         directory appears whole or not at all."""
         out_dir = Path(out_dir)
         with atomic_directory(out_dir) as tmp:
-            self.model.save_pretrained(tmp)
-            if self.meta.text_mode == "chat":
-                self.tokenizer.chat_template = self.text.chat_template
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / META_FILE).write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")
+            self.write_files(tmp)
         return out_dir
+
+    def write_files(self, directory: Path) -> None:
+        """The checkpoint's files, into an existing directory (callers make it atomic). A LoRA model
+        writes its adapter and head only; `rewardkit export` merges it into a portable checkpoint."""
+        self.model.save_pretrained(directory)
+        if self.meta.text_mode == "chat":
+            self.tokenizer.chat_template = self.text.chat_template
+        self.tokenizer.save_pretrained(directory)
+        (Path(directory) / META_FILE).write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")
 
     # -- computing -----------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
@@ -204,19 +248,35 @@ class RewardModel(nn.Module):
         positions to read (by default the last real token of each row). Returns rewards (b, n_objectives)."""
         if self.meta.score_rule == "classifier":
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+            return self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         if score_index is None:
             from rewardkit.text import last_token_index
 
             score_index = last_token_index(attention_mask)
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                                       position_ids=position_ids).last_hidden_state  # (b, seq_len, h)
+        hf = self.hf_model
+        hidden = hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state  # (b, seq_len, h)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return _head(self.model)(hidden[rows, score_index])  # (b, n_objectives)
+        return hf.score(hidden[rows, score_index])  # (b, n_objectives)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def read_meta(path: str | os.PathLike) -> RewardModelMeta | None:
+    """rewardkit.json of a checkpoint directory, or None for a model rewardkit did not write."""
+    meta_path = Path(path) / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        return RewardModelMeta.from_json(json.loads(meta_path.read_text()), str(meta_path))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+
+
+def _has_child(model: nn.Module, name: str) -> bool:
+    return isinstance(getattr(model, name, None), nn.Module)
 
 
 def _head(model: nn.Module) -> nn.Module | None:
@@ -237,14 +297,14 @@ def _keep_output_layer_fp32(model: nn.Module, n_out: int) -> None:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_out]
     if not linears:
         return
-    layer = linears[-1]
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            bias = layer.bias.float() if layer.bias is not None else None
-            return F.linear(x.float(), layer.weight.float(), bias)
+            bias = self.bias.float() if self.bias is not None else None
+            return F.linear(x.float(), self.weight.float(), bias)
 
-    layer.forward = forward
+    # Bound to the layer itself, so a copy of the layer (PEFT's trainable head copy) computes with its own
+    # weights.
+    linears[-1].forward = types.MethodType(forward, linears[-1])
 
 
 def _default_max_length(config, tokenizer) -> int:

@@ -1,0 +1,353 @@
+"""The training recipe: setup, data, model, optimizer, train, save — on Hugging Face Accelerate.
+
+The same code runs on a CPU, one GPU, or many processes (`accelerate launch`, DDP/FSDP/DeepSpeed). The loss is
+chosen by config (rewardkit.losses); this loop never knows which one it is.
+
+Every record counts once in the loss, whatever its number of responses, and every process, micro-step and
+process count computes the same global batch mean: micro-batch losses are scaled by their share of the
+global batch (times the process count, since DDP averages gradients over processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from rewardkit.errors import RewardkitError
+from rewardkit.losses import compute_loss
+from rewardkit.models.reward_model import RewardModel
+from rewardkit.precision import autocast, resolve_precision
+from rewardkit.train.batches import build_examples, collate_examples, epoch_batches, fill, shard
+from rewardkit.train.checkpoint import (
+    has_trainer_state,
+    load_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from rewardkit.train.config import TrainConfig
+
+# Fields that may change between an interrupted run and its resumption without changing the trajectory.
+RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split"}
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    steps: int
+    records_trained: int  # record visits (pairs for pairwise data) summed over steps
+    train_seconds: float
+    final_eval: dict | None = None
+    best_accuracy: float | None = None
+    resumed_from: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class NonFiniteLoss(RewardkitError):
+    pass
+
+
+def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Train a reward model as `config` says and return where it went and how it did.
+
+    `on_step(step, metrics)` is called after every optimizer step (and after that step's checkpoint).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    out = Path(config.output)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              log_with=None if config.log_with == "none" else config.log_with,
+                              project_dir=str(out))
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    precision = resolve_precision(config.precision, accelerator.device)
+    resume_state = _resume_point(out, config)
+    torch.manual_seed(config.seed)
+
+    # -- data (before the model: bad data fails in seconds) -------------------------------------------------
+    train_records, train_info = load_training_data(config.data, config, config.split)
+    eval_records, eval_info = (load_training_data(config.eval_data, config, config.eval_split)
+                               if config.eval_data else ([], {}))
+
+    # -- model ---------------------------------------------------------------------------------------------
+    source = out / "last" if resume_state else config.model
+    model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed)
+    if config.lora is not None and model.meta.lora is None:
+        model.enable_lora(**config.lora.model_dump())
+    if len(model.meta.objectives) != 1:
+        raise RewardkitError("training several objectives at once is not supported yet; use one objective")
+    examples, unusable = build_examples(train_records, model.text)
+    if not examples:
+        raise RewardkitError("no training record has a usable preference label")
+    truncated = sum(e.truncated > 0 for ex in examples for e in ex.encoded)
+    teacher = _teacher_scores(config, train_records, accelerator.device) if config.teacher else None
+
+    # -- optimizer -----------------------------------------------------------------------------------------
+    params = [p for p in model.parameters() if p.requires_grad]
+    # The fused kernel is several times faster per step than the per-tensor loop on both CPU and GPU.
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=accelerator.device.type in ("cpu", "cuda"))
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    from transformers import get_cosine_schedule_with_warmup
+
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: RewardModel = accelerator.unwrap_model(model)
+    # Dropout stays off (eval mode) while training: it would make the responses of one pair see different
+    # networks, and reward models are trained without it (METHODS.md §1.1).
+    model.eval()
+
+    step, start_epoch, start_batch, best = 0, 0, 0, None
+    if resume_state:
+        state, opt_state, sched_state, rngs = load_trainer_state(out / "last")
+        optimizer.load_state_dict(opt_state)
+        scheduler.load_state_dict(sched_state)
+        set_rng_state(rngs[rank])
+        step, start_epoch, start_batch, best = (state["step"], state["epoch"], state["next_batch"],
+                                                state.get("best_accuracy"))
+    loss_params = config.loss_params()
+    config_yaml = yaml.safe_dump(config.model_dump(), sort_keys=False)
+    metrics_path = out / "metrics.jsonl"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.yaml").write_text(config_yaml)
+        _truncate_metrics(metrics_path, step)
+        if accelerator.trackers == [] and config.log_with != "none":
+            accelerator.init_trackers("rewardkit", config=_flat_config(config))
+    core.meta.training = {"data": config.data, "split": config.split, "records": len(examples),
+                          "fingerprint": train_info["fingerprint"], "loss": config.loss, "seed": config.seed}
+
+    def checkpoint(name: str, *, with_state: bool, epoch: int, next_batch: int) -> None:
+        rngs = gather_object([rng_state()]) if with_state else None
+        if main:
+            state = {"step": step, "epoch": epoch, "next_batch": next_batch, "best_accuracy": best,
+                     "total_steps": total_steps} if with_state else None
+            save_checkpoint(out / name, core, optimizer=optimizer, scheduler=scheduler, rng_states=rngs,
+                            state=state, config_yaml=config_yaml)
+        accelerator.wait_for_everyone()
+
+    def run_eval() -> dict | None:
+        nonlocal best
+        report = None
+        if main and eval_records:
+            report = evaluate_model(core, eval_records, accelerator.device, precision, eval_info)
+        accelerator.wait_for_everyone()
+        report = gather_object([report])[0] if world > 1 else report
+        if report is not None and report.get("accuracy") is not None:
+            if best is None or report["accuracy"] > best:
+                best = report["accuracy"]
+                if main:
+                    save_checkpoint(out / "best", core, config_yaml=config_yaml)
+                accelerator.wait_for_everyone()
+        return report
+
+    # -- train ---------------------------------------------------------------------------------------------
+    if main:
+        _print(f"training on {len(examples)} records ({unusable} without a usable label, {truncated} "
+               f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
+               f"process(es), precision {precision}" + (f", resuming at step {step}" if step else ""))
+    history: list[dict] = []
+    records_trained, train_seconds = 0, 0.0
+    last_eval: dict | None = None
+    progress = _progress(config.progress and main, total_steps, step)
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            batches = epoch_batches(examples, config.batch_size, config.seed, epoch)
+            first = start_batch if epoch == start_epoch else 0
+            for b in range(first, len(batches)):
+                if step >= total_steps:
+                    break
+                t0 = time.perf_counter()
+                global_batch = fill(batches[b], world * config.grad_accum)
+                micro_batches = shard(global_batch, world, rank, config.grad_accum)
+                loss_sum = torch.zeros((), device=accelerator.device)
+                tokens = 0
+                for i, micro in enumerate(micro_batches):
+                    sync = nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+                    with sync:
+                        tensors, inputs = collate_examples([examples[j] for j in micro],
+                                                           core.tokenizer.pad_token_id, core.meta.padding_side,
+                                                           teacher)
+                        tensors = {k: v.to(accelerator.device) for k, v in tensors.items()}
+                        with autocast(precision, accelerator.device):
+                            rewards = model(**tensors)[:, 0]  # (n_responses,)
+                        inputs = inputs.to(accelerator.device, rewards=rewards.float())
+                        loss = compute_loss(config.loss, inputs, **loss_params)
+                        share = len(micro) / len(global_batch)
+                        accelerator.backward(loss * share * world)
+                        loss_sum += loss.detach() * share
+                        tokens += int(tensors["attention_mask"].sum())
+                global_loss = accelerator.reduce(loss_sum, "sum").item()
+                if not math.isfinite(global_loss):
+                    raise NonFiniteLoss(
+                        f"loss became {global_loss} at step {step + 1} (epoch {epoch + 1}); stopped before "
+                        f"applying it. The last good checkpoint is {out / 'last'} (step {_saved_step(out)}). "
+                        "Lower the learning rate or check the data.")
+                grad_norm = None
+                if config.max_grad_norm is not None:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm))
+                    if not math.isfinite(grad_norm):
+                        raise NonFiniteLoss(
+                            f"gradient norm became {grad_norm} at step {step + 1}; stopped before applying it. "
+                            f"The last good checkpoint is {out / 'last'} (step {_saved_step(out)}).")
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                seconds = time.perf_counter() - t0
+                train_seconds += seconds
+                records_trained += len(batches[b])
+                metrics = {"step": step, "epoch": epoch + 1, "loss": global_loss, "lr": scheduler.get_last_lr()[0],
+                           "grad_norm": grad_norm, "records_per_s": len(batches[b]) / seconds,
+                           "tokens": int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device),
+                                                            "sum").item())}
+                at_epoch_end = b == len(batches) - 1 or step >= total_steps
+                due_eval = (config.eval_every and step % config.eval_every == 0) or (
+                    not config.eval_every and at_epoch_end)
+                if due_eval:
+                    last_eval = run_eval()
+                    if last_eval is not None:
+                        metrics["eval_accuracy"] = last_eval.get("accuracy")
+                due_save = due_eval or (config.save_every and step % config.save_every == 0) or step >= total_steps
+                if due_save:
+                    checkpoint("last", with_state=True, epoch=epoch if not at_epoch_end or b < len(batches) - 1
+                               else epoch + 1, next_batch=b + 1 if b < len(batches) - 1 else 0)
+                history.append(metrics)
+                if main:
+                    _append_jsonl(metrics_path, metrics)
+                    if config.log_with != "none":
+                        accelerator.log({k: v for k, v in metrics.items() if v is not None}, step=step)
+                    if progress is not None:
+                        progress.update(metrics)
+                if on_step is not None:
+                    on_step(step, metrics)
+            if step >= total_steps:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
+    accelerator.end_training()
+    return TrainResult(out, step, records_trained, train_seconds, last_eval, best,
+                       resumed_from=resume_state.get("step", 0) if resume_state else 0, history=history)
+
+
+# -- pieces ------------------------------------------------------------------------------------------------------
+def load_training_data(paths: list[str], config: TrainConfig, split: str):
+    """Records of every file (agreed split applied per file); a file's name becomes the subset of records
+    that have none, so per-file accuracy shows up in the report."""
+    from rewardkit.data import agreed_split, load_records
+
+    if not paths:
+        raise RewardkitError("config: field 'data': no training data given")
+    records, skipped = [], 0
+    digest = hashlib.sha256()
+    for path in paths:
+        result = load_records(path, config.format, config.field_map, skip_bad=config.skip_bad)
+        part = result.records if split == "all" else agreed_split(result, split)
+        name = Path(path).parent.name if Path(path).name.startswith(("train.", "test.")) else Path(path).stem
+        for r in part:
+            r.meta.setdefault("subset", name)
+            digest.update(json.dumps(r.to_json(), sort_keys=True, default=str).encode())
+        records.extend(part)
+        skipped += result.skipped
+    return records, {"skipped": skipped, "fingerprint": digest.hexdigest()[:16]}
+
+
+def evaluate_model(model: RewardModel, records, device, precision: str, info: dict) -> dict:
+    """The spine's evaluation (strict accuracy, calibration, length bias) on the held-out records."""
+    from rewardkit.eval import evaluate
+    from rewardkit.models.rm_scorer import RewardModelScorer
+
+    scorer = RewardModelScorer(model, device=device, precision=precision)
+    results = scorer.score(records)
+    return evaluate(records, results, scorer.describe(), skipped=info.get("skipped", 0))
+
+
+def _teacher_scores(config: TrainConfig, records, device) -> dict[str, list[float]]:
+    from rewardkit.models.rm_scorer import RewardModelScorer
+
+    scorer = RewardModelScorer.from_pretrained(config.teacher, device=device, precision=config.precision)
+    return {r.id: res.rewards for r, res in zip(records, scorer.score(records))}
+
+
+def _resume_point(out: Path, config: TrainConfig) -> dict | None:
+    """The saved state to resume from, if OUTPUT/last holds one made with the same trajectory settings."""
+    last = out / "last"
+    if not has_trainer_state(last):
+        return None
+    saved_path = last / "train_config.yaml"
+    saved = yaml.safe_load(saved_path.read_text()) if saved_path.is_file() else {}
+    current = config.model_dump()
+    changed = sorted(k for k in current if k not in RESUME_FREE_FIELDS and saved.get(k) != current[k])
+    if changed:
+        raise RewardkitError(f"{out} holds a run with different settings ({', '.join(changed)}); use another "
+                             "--output, or delete it to start over")
+    return json.loads((last / "trainer" / "state.json").read_text())
+
+
+def _saved_step(out: Path) -> int:
+    try:
+        return json.loads((out / "last" / "trainer" / "state.json").read_text())["step"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        return 0
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the resumed step (written after the last checkpoint by an interrupted run)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.model_dump().items()}
+
+
+def _print(message: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(message, highlight=False)
+
+
+class _Progress:
+    def __init__(self, total: int, done: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), console=Console(stderr=True))
+        self.task = self.bar.add_task("train", total=total, completed=done, info="")
+        self.bar.start()
+
+    def update(self, m: dict) -> None:
+        info = f"loss {m['loss']:.4f}" + (f" acc {m['eval_accuracy']:.3f}" if m.get("eval_accuracy") else "")
+        self.bar.update(self.task, completed=m["step"], info=info)
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def _progress(enabled: bool, total: int, done: int) -> _Progress | None:
+    return _Progress(total, done) if enabled else None
