@@ -28,7 +28,7 @@ class DemoPlan:
     epochs: int
 
 
-def plan(out: Path) -> DemoPlan:
+def plan(out: Path, synthetic_sizes: tuple[int, int] = (1600, 400)) -> DemoPlan:
     """Real data when present, else the synthetic task written out as files (as a user's data would be)."""
     shared = shared_data_dir()
     if shared is not None and (shared / HH_HARMLESS).is_file():
@@ -36,7 +36,7 @@ def plan(out: Path) -> DemoPlan:
         return DemoPlan("HH-RLHF harmless-base", path, path, "train", "test", epochs=1)
     from rewardkit.data.synthetic import synthetic_splits
 
-    train_records, test_records = synthetic_splits(1600, 400, seed=0)
+    train_records, test_records = synthetic_splits(*synthetic_sizes, seed=0)
     data = out / "data"
     write_canonical_jsonl(train_records, data / "synthetic_train.jsonl")
     write_canonical_jsonl(test_records, data / "synthetic_test.jsonl")
@@ -44,13 +44,13 @@ def plan(out: Path) -> DemoPlan:
                     data / "synthetic_test.jsonl", "all", "all", epochs=2)
 
 
-def run_demo(out: str | Path = "runs/demo", model: str = "minilm", precision: str = "auto",
-             log=print) -> dict:
-    """Train, evaluate before and after, write reports; returns {"before": report, "after": report}."""
+def run_demo(out: str | Path = "runs/demo", model: str = "minilm", precision: str = "auto", log=print,
+             synthetic_sizes: tuple[int, int] = (1600, 400)) -> dict:
+    """Train, evaluate before and after, write reports; returns {"before": report, "after": report, ...}."""
     from rewardkit.data import agreed_split, load_records
 
     out = Path(out)
-    p = plan(out)
+    p = plan(out, synthetic_sizes)
     log(f"data: {p.name}: train {p.train_path} ({p.train_split}), test {p.test_path} ({p.test_split})")
     loaded = load_records(p.test_path, skip_bad=True)
     test = loaded.records if p.test_split == "all" else agreed_split(loaded, p.test_split)

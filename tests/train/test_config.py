@@ -42,3 +42,11 @@ def test_bad_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(RewardkitError, match="expected a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_tracker_packages_are_checked_up_front(monkeypatch):
+    import rewardkit.train.config as config_module
+
+    monkeypatch.setattr(config_module, "_installed", lambda package: False)
+    with pytest.raises(RewardkitError, match="pip install tensorboard"):
+        load_config(None, ["log_with=tensorboard"])

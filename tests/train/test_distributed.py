@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,8 @@ def test_two_processes_match_one(llama_dir, tmp_path):
     train(load_config(None, SETTINGS, model=str(llama_dir), data=[str(data)], output=str(single)))
 
     double = tmp_path / "double"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    launch_config = Path(__file__).parents[2] / "examples" / "accelerate" / "ddp_cpu_2proc.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config),
            "-m", "rewardkit.cli", "train", "--model", str(llama_dir), "--data", str(data), "--output", str(double)]
     for s in SETTINGS:
         cmd += ["--set", s]

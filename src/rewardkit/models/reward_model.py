@@ -231,10 +231,16 @@ class RewardModel(nn.Module):
             self.write_files(tmp)
         return out_dir
 
-    def write_files(self, directory: Path) -> None:
+    def write_files(self, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """The checkpoint's files, into an existing directory (callers make it atomic). A LoRA model
-        writes its adapter and head only; `rewardkit export` merges it into a portable checkpoint."""
-        self.model.save_pretrained(directory)
+        writes its adapter and head only; `rewardkit export` merges it into a portable checkpoint.
+
+        `state_dict`: this module's full state (keys as in `self.state_dict()`), when the weights live
+        sharded elsewhere (FSDP, DeepSpeed) and were gathered by the caller.
+        """
+        if state_dict is not None:
+            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        self.model.save_pretrained(directory, state_dict=state_dict)
         if self.meta.text_mode == "chat":
             self.tokenizer.chat_template = self.text.chat_template
         self.tokenizer.save_pretrained(directory)

@@ -41,10 +41,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, model: RewardModel, *, optimizer=None, scheduler=None,
                     rng_states: list[dict] | None = None, state: dict | None = None,
-                    config_yaml: str | None = None) -> None:
-    """Write a checkpoint directory atomically (main process only)."""
+                    config_yaml: str | None = None, state_dict: dict | None = None) -> None:
+    """Write a checkpoint directory atomically (main process only). `state_dict`: the model's weights as
+    gathered from all processes when they are sharded."""
     with atomic_directory(path) as tmp:
-        model.write_files(tmp)
+        model.write_files(tmp, state_dict=state_dict)
         if config_yaml is not None:
             (tmp / "train_config.yaml").write_text(config_yaml)
         if state is not None:

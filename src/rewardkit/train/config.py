@@ -80,6 +80,9 @@ class TrainConfig(BaseModel):
         validate_loss(self.loss, **self.loss_params())
         if self.loss.startswith("distill") and not self.teacher:
             raise ValueError(f"loss {self.loss!r} needs a teacher model (teacher=PATH)")
+        if self.log_with != "none" and not _installed(self.log_with):
+            raise ValueError(f"log_with {self.log_with!r} needs the {self.log_with} package: "
+                             f"pip install {self.log_with}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         return self
@@ -92,6 +95,12 @@ class TrainConfig(BaseModel):
         objective = LOSSES.get(self.loss)
         names = objective.defaults if objective is not None else {}
         return {name: getattr(self, name) for name in names}
+
+
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,

@@ -63,7 +63,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     `on_step(step, metrics)` is called after every optimizer step (and after that step's checkpoint).
     """
     from accelerate import Accelerator
-    from accelerate.utils import gather_object
+    from accelerate.utils import DistributedType, gather_object
 
     # -- setup ---------------------------------------------------------------------------------------------
     out = Path(config.output)
@@ -111,7 +111,11 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     # networks, and reward models are trained without it (METHODS.md §1.1).
     model.eval()
 
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     step, start_epoch, start_batch, best = 0, 0, 0, None
+    if resume_state and sharded:
+        raise RewardkitError("resuming under FSDP or DeepSpeed is not supported yet (the optimizer state is "
+                             "sharded); resume with DDP, or start a new --output")
     if resume_state:
         state, opt_state, sched_state, rngs = load_trainer_state(out / "last")
         optimizer.load_state_dict(opt_state)
@@ -131,13 +135,18 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     core.meta.training = {"data": config.data, "split": config.split, "records": len(examples),
                           "fingerprint": train_info["fingerprint"], "loss": config.loss, "seed": config.seed}
 
+    def gathered_weights() -> dict | None:
+        """Full weights from every process where they are sharded (FSDP, DeepSpeed); None otherwise."""
+        return accelerator.get_state_dict(model) if sharded else None
+
     def checkpoint(name: str, *, with_state: bool, epoch: int, next_batch: int) -> None:
         rngs = gather_object([rng_state()]) if with_state else None
+        weights = gathered_weights()
         if main:
             state = {"step": step, "epoch": epoch, "next_batch": next_batch, "best_accuracy": best,
                      "total_steps": total_steps} if with_state else None
             save_checkpoint(out / name, core, optimizer=optimizer, scheduler=scheduler, rng_states=rngs,
-                            state=state, config_yaml=config_yaml)
+                            state=state, config_yaml=config_yaml, state_dict=weights)
         accelerator.wait_for_everyone()
 
     def run_eval() -> dict | None:
@@ -150,8 +159,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         if report is not None and report.get("accuracy") is not None:
             if best is None or report["accuracy"] > best:
                 best = report["accuracy"]
+                weights = gathered_weights()
                 if main:
-                    save_checkpoint(out / "best", core, config_yaml=config_yaml)
+                    save_checkpoint(out / "best", core, config_yaml=config_yaml, state_dict=weights)
                 accelerator.wait_for_everyone()
         return report
 
