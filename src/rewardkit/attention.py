@@ -24,10 +24,14 @@ import torch.nn.functional as F
 #: Name under which the attention is registered in transformers' `AttentionInterface`.
 FAST_ATTENTION_NAME = "rewardkit_sdpa"
 
-#: Longest key sequence for which the recompute backward is used. Measured (b=32, h=12, d=32, bf16, CPU
-#: with AMX, forward+backward): the recompute backward is 2-4x faster up to 128 keys, about even near 192
-#: and ~2x slower at 256, where the flash kernel's tiling pays off.
-HYBRID_MAX_KV_LENGTH = 192
+#: Longest key sequence for which the recompute backward is used. Measured forward+backward (b=32, h=12,
+#: d=32, bf16, padding mask, 2-core AMX CPU): 3.6x faster than the flash kernel at 26 keys, 2.6x at 128,
+#: 2.3x at 184, 1.4x at 224 and even at 256 (with the chunked backward below); longer keys use flash.
+HYBRID_MAX_KV_LENGTH = 256
+#: Score elements (rows x h x q x kv) per backward chunk, about 4 MB of float32 scores. Measured (same setup,
+#: best of 4): seq 184: 60 ms chunked vs 120 ms unchunked vs 140 ms flash; 224: 85 vs 167 vs 112; 256: 127 vs
+#: 229 vs 124. Chunking is what lets the recompute backward win up to 256 keys.
+BACKWARD_CHUNK_ELEMENTS = 1 << 20
 
 _RESTORE_ATTR = "_rewardkit_attn_before_fast"
 
@@ -67,25 +71,44 @@ class RecomputeBackwardAttention(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         query, key, value, out, mask = ctx.saved_tensors
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        grad_q = grad_k = grad_v = None
+        needs = ctx.needs_input_grad[:3]
+        grads = [torch.empty_like(t) if need else None for t, need in zip((query, key, value), needs)]
+        # Work through the batch in chunks whose (h, q, k) score tensors stay cache-sized: the backward is
+        # a chain of elementwise passes over them, memory-bound when they spill out of cache.
+        b, h, q_len, kv_len = query.shape[0], query.shape[1], query.shape[2], key.shape[2]
+        rows = max(1, BACKWARD_CHUNK_ELEMENTS // max(1, h * q_len * kv_len))
         with torch.autocast(grad_out.device.type, enabled=False):
             grad_out = grad_out.to(query.dtype)
-            probs = _attention_probs(query, key, mask, ctx.is_causal, ctx.scale)  # (b, h, q, k), fp32
-            if need_v:
-                grad_v = torch.matmul(probs.to(value.dtype).transpose(-1, -2), grad_out)
-            if need_q or need_k:
-                grad_scores = _upcast_matmul(grad_out, value.transpose(-1, -2), probs.dtype)  # dP
-                # rowsum(dO ⊙ O) equals rowsum(dP ⊙ P) and is much cheaper: (b, h, q, d) instead of (.., k)
-                row_dot = (grad_out.to(probs.dtype) * out.to(probs.dtype)).sum(-1, keepdim=True)
-                grad_scores.sub_(row_dot).mul_(probs)  # dS, in place
-                del probs, row_dot
-                grad_scores = grad_scores.to(query.dtype)
-                if need_q:
-                    grad_q = torch.matmul(grad_scores, key).mul_(ctx.scale)
-                if need_k:
-                    grad_k = torch.matmul(grad_scores.transpose(-1, -2), query).mul_(ctx.scale)
-        return grad_q, grad_k, grad_v, None, None, None
+            for i in range(0, b, rows):
+                part = slice(i, i + rows)
+                chunk_mask = mask[part] if mask is not None and mask.shape[0] > 1 else mask
+                chunk_grads = _backward_chunk(query[part], key[part], value[part], out[part], grad_out[part],
+                                              chunk_mask, ctx.is_causal, ctx.scale, needs)
+                for full, chunk in zip(grads, chunk_grads):
+                    if full is not None:
+                        full[part] = chunk
+        return (*grads, None, None, None)
+
+
+def _backward_chunk(query, key, value, out, grad_out, mask, is_causal: bool, scale: float, needs):
+    """(dQ, dK, dV) for one chunk of the batch; None for inputs that need no gradient."""
+    need_q, need_k, need_v = needs
+    grad_q = grad_k = grad_v = None
+    probs = _attention_probs(query, key, mask, is_causal, scale)  # (b, h, q, k)
+    if need_v:
+        grad_v = torch.matmul(probs.to(value.dtype).transpose(-1, -2), grad_out)
+    if need_q or need_k:
+        grad_scores = _upcast_matmul(grad_out, value.transpose(-1, -2), probs.dtype)  # dP
+        # rowsum(dO ⊙ O) equals rowsum(dP ⊙ P) and is much cheaper: (b, h, q, d) instead of (.., k)
+        row_dot = (grad_out.to(probs.dtype) * out.to(probs.dtype)).sum(-1, keepdim=True)
+        grad_scores.sub_(row_dot).mul_(probs)  # dS, in place
+        del probs, row_dot
+        grad_scores = grad_scores.to(query.dtype)
+        if need_q:
+            grad_q = torch.matmul(grad_scores, key).mul_(scale)
+        if need_k:
+            grad_k = torch.matmul(grad_scores.transpose(-1, -2), query).mul_(scale)
+    return grad_q, grad_k, grad_v
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -9,7 +9,7 @@ import torch
 
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
-from rewardkit.precision import autocast, default_device, resolve_precision
+from rewardkit.precision import compute_context, default_device, resolve_precision
 from rewardkit.text import Encoded, collate
 
 
@@ -47,7 +47,7 @@ class RewardModelScorer:
             tensors = collate([e for _, _, e in batch], self.model.tokenizer.pad_token_id,
                               self.model.meta.padding_side)
             tensors = {k: v.to(self.device) for k, v in tensors.items()}
-            with autocast(self.precision, self.device):
+            with compute_context(self.precision, self.device):
                 rewards = self.model(**tensors)  # (b, n_objectives)
             for (i, j, _), row in zip(batch, rewards.float().cpu().tolist()):
                 outputs[i, j] = row

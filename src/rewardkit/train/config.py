@@ -58,6 +58,8 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_length: int = Field(512, ge=8)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    fast_attention: bool = Field(True, description="CPU: recompute-backward attention for sequences up to "
+                                                     "184 tokens (rewardkit.attention); same gradients")
     seed: int = 0
     lora: LoraSettings | None = None
 

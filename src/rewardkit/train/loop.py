@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import yaml
 
+from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.errors import RewardkitError
 from rewardkit.losses import compute_loss
 from rewardkit.models.reward_model import RewardModel
-from rewardkit.precision import autocast, resolve_precision
+from rewardkit.precision import compute_context, resolve_precision
 from rewardkit.train.batches import build_examples, collate_examples, epoch_batches, fill, shard
 from rewardkit.train.checkpoint import (
     has_trainer_state,
@@ -38,7 +39,8 @@ from rewardkit.train.checkpoint import (
 from rewardkit.train.config import TrainConfig
 
 # Fields that may change between an interrupted run and its resumption without changing the trajectory.
-RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split"}
+RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split",
+                      "fast_attention"}
 
 
 @dataclass
@@ -110,6 +112,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     # Dropout stays off (eval mode) while training: it would make the responses of one pair see different
     # networks, and reward models are trained without it (METHODS.md §1.1).
     model.eval()
+    if config.fast_attention and accelerator.device.type == "cpu":
+        use_fast_attention(core.hf_model)  # CPU flash attention's backward is slow on short sequences
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     step, start_epoch, start_batch, best = 0, 0, 0, None
@@ -194,7 +198,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                                                            core.tokenizer.pad_token_id, core.meta.padding_side,
                                                            teacher)
                         tensors = {k: v.to(accelerator.device) for k, v in tensors.items()}
-                        with autocast(precision, accelerator.device):
+                        with compute_context(precision, accelerator.device):
                             rewards = model(**tensors)[:, 0]  # (n_responses,)
                         inputs = inputs.to(accelerator.device, rewards=rewards.float())
                         loss = compute_loss(config.loss, inputs, **loss_params)
@@ -251,6 +255,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     finally:
         if progress is not None:
             progress.close()
+        restore_attention(core.hf_model)
     accelerator.end_training()
     return TrainResult(out, step, records_trained, train_seconds, last_eval, best,
                        resumed_from=resume_state.get("step", 0) if resume_state else 0, history=history)
