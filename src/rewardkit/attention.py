@@ -25,12 +25,12 @@ import torch.nn.functional as F
 FAST_ATTENTION_NAME = "rewardkit_sdpa"
 
 #: Longest key sequence for which the recompute backward is used. Measured forward+backward (b=32, h=12,
-#: d=32, bf16, padding mask, 2-core AMX CPU): 3.6x faster than the flash kernel at 26 keys, 2.6x at 128,
-#: 2.3x at 184, 1.4x at 224 and even at 256 (with the chunked backward below); longer keys use flash.
-HYBRID_MAX_KV_LENGTH = 256
-#: Score elements (rows x h x q x kv) per backward chunk, about 4 MB of float32 scores. Measured (same setup,
-#: best of 4): seq 184: 60 ms chunked vs 120 ms unchunked vs 140 ms flash; 224: 85 vs 167 vs 112; 256: 127 vs
-#: 229 vs 124. Chunking is what lets the recompute backward win up to 256 keys.
+#: d=32, bf16, padding mask, 2-core AMX CPU, best of 4), flash vs this: 128 keys 104 vs 32 ms, 184: 137 vs
+#: 52, 224: 118 vs 66, 256: 124 vs 86; at b=16: 320: 76 vs 62, 384: 99 vs 99, 512: 178 vs 183.
+HYBRID_MAX_KV_LENGTH = 320
+#: Score elements (rows x h x q x kv) per backward chunk, about 4 MB of float32 scores: the backward is a
+#: chain of elementwise passes over the scores, memory-bound once they spill out of cache. Measured before
+#: the additive-mask change: 184 keys 60 ms chunked vs 120 unchunked; 256: 127 vs 229.
 BACKWARD_CHUNK_ELEMENTS = 1 << 20
 
 _RESTORE_ATTR = "_rewardkit_attn_before_fast"
@@ -79,6 +79,7 @@ class RecomputeBackwardAttention(torch.autograd.Function):
         rows = max(1, BACKWARD_CHUNK_ELEMENTS // max(1, h * q_len * kv_len))
         with torch.autocast(grad_out.device.type, enabled=False):
             grad_out = grad_out.to(query.dtype)
+            mask = _additive(mask, _compute_dtype(query.dtype))
             for i in range(0, b, rows):
                 part = slice(i, i + rows)
                 chunk_mask = mask[part] if mask is not None and mask.shape[0] > 1 else mask
@@ -109,6 +110,15 @@ def _backward_chunk(query, key, value, out, grad_out, mask, is_causal: bool, sca
         if need_k:
             grad_k = torch.matmul(grad_scores.transpose(-1, -2), query).mul_(scale)
     return grad_q, grad_k, grad_v
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A bool keep-mask as an additive float mask (0 / -inf), made once per backward: adding it to each
+    chunk's scores costs far less than a masked_fill over every head."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask.logical_not(),
+                                                                                  float("-inf"))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
