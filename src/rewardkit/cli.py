@@ -97,20 +97,9 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
               split: str = "all"):
-    from rewardkit.data import agreed_split, load_records
+    from rewardkit.data import load_split
 
-    if split not in ("all", "train", "test"):
-        raise RewardkitError(f"--split must be all, train or test, got {split!r}")
-    result = load_records(path, fmt, parse_field_map(field_map), skip_bad=skip_bad,
-                          limit=limit if split == "all" else None)  # a split needs the file's row count
-    if split != "all":
-        cut = round(0.8 * result.n_rows)
-        in_part = (lambda row: row <= cut) if split == "train" else (lambda row: row > cut)
-        part = agreed_split(result, split)
-        rows_in_part = cut if split == "train" else result.n_rows - cut
-        result.skipped = rows_in_part - len(part)  # bad rows of this part only
-        result.errors = [e for e in result.errors if e.line is None or in_part(e.line)]
-        result.records = part[:limit]
+    result = load_split(path, split, fmt, parse_field_map(field_map), skip_bad=skip_bad, limit=limit)
     if result.skipped:
         console.print(f"[yellow]skipped {result.skipped} bad row(s)[/]; first: {result.errors[0]}")
     return result

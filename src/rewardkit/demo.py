@@ -47,13 +47,13 @@ def plan(out: Path, synthetic_sizes: tuple[int, int] = (1600, 400)) -> DemoPlan:
 def run_demo(out: str | Path = "runs/demo", model: str = "minilm", precision: str = "auto", log=print,
              synthetic_sizes: tuple[int, int] = (1600, 400)) -> dict:
     """Train, evaluate before and after, write reports; returns {"before": report, "after": report, ...}."""
-    from rewardkit.data import agreed_split, load_records
+    from rewardkit.data import load_split
 
     out = Path(out)
     p = plan(out, synthetic_sizes)
     log(f"data: {p.name}: train {p.train_path} ({p.train_split}), test {p.test_path} ({p.test_split})")
-    loaded = load_records(p.test_path, skip_bad=True)
-    test = loaded.records if p.test_split == "all" else agreed_split(loaded, p.test_split)
+    loaded = load_split(p.test_path, p.test_split, skip_bad=True)
+    test = loaded.records
 
     def report_for(reward_model: RewardModel, name: str) -> dict:
         scorer = RewardModelScorer(reward_model, precision=precision)

@@ -267,3 +267,23 @@ def test_shared_data_dir_relative_to_the_current_directory(monkeypatch, tmp_path
     (tmp_path / "project").mkdir()
     monkeypatch.chdir(tmp_path / "project")
     assert shared_data_dir() == (tmp_path / "shared" / "data").resolve()
+
+
+def test_load_split_describes_its_part_only(tmp_path):
+    from rewardkit.data import load_split
+
+    good = {"prompt": "q", "responses": ["a", "b"], "chosen": 0}
+    rows = [dict(good, id=f"r{i}") for i in range(10)]
+    rows[1] = {"id": "bad-train", "prompt": "q", "responses": ["a"], "chosen": 0}
+    rows[9] = {"id": "bad-test", "prompt": "q", "responses": ["a"], "chosen": 0}
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train = load_split(path, "train", skip_bad=True)
+    test = load_split(path, "test", skip_bad=True)
+    assert [r.id for r in train.records] == [f"r{i}" for i in (0, 2, 3, 4, 5, 6, 7)]
+    assert [r.id for r in test.records] == ["r8"]
+    assert (train.skipped, test.skipped) == (1, 1)
+    assert [e.line for e in train.errors] == [2] and [e.line for e in test.errors] == [10]
+    assert [r.id for r in load_split(path, "train", skip_bad=True, limit=2).records] == ["r0", "r2"]
+    with pytest.raises(DataError, match="split must be"):
+        load_split(path, "validation")

@@ -271,8 +271,36 @@ def agreed_split(data: LoadResult | Sequence[PreferenceRecord], part: str) -> li
     if isinstance(data, LoadResult):
         if data.truncated:
             raise ValueError("cannot split a LoadResult read with a limit: the file's row count is unknown")
-        cut = round(0.8 * data.n_rows)
-        return [r for r, row in zip(data.records, data.row_numbers) if (row <= cut) == (part == "train")]
+        first, last = _part_rows(data.n_rows, part)
+        return [r for r, row in zip(data.records, data.row_numbers) if first <= row <= last]
     records = list(data)
-    cut = round(0.8 * len(records))
-    return records[:cut] if part == "train" else records[cut:]
+    first, last = _part_rows(len(records), part)
+    return records[first - 1: last]
+
+
+def _part_rows(n_rows: int, part: str) -> tuple[int, int]:
+    """First and last 1-based row of the agreed part: train is the first round(0.8 * n) rows."""
+    cut = round(0.8 * n_rows)
+    return (1, cut) if part == "train" else (cut + 1, n_rows)
+
+
+def load_split(path: str | Path, split: str = "all", format: str | None = None,
+               field_map: dict[str, str] | None = None, skip_bad: bool = False,
+               limit: int | None = None) -> LoadResult:
+    """`load_records` restricted to one part of the agreed split ("all", "train" or "test").
+
+    The result describes that part alone: its records (the first `limit` of them), and the bad rows
+    (`skipped`, `errors`) that fell inside it.
+    """
+    if split not in ("all", "train", "test"):
+        raise DataError(f"split must be all, train or test, got {split!r}")
+    if split == "all":
+        return load_records(path, format, field_map, skip_bad, limit)
+    result = load_records(path, format, field_map, skip_bad)  # the cut needs the file's row count
+    first, last = _part_rows(result.n_rows, split)
+    part = [(r, n) for r, n in zip(result.records, result.row_numbers) if first <= n <= last]
+    result.skipped = (last - first + 1) - len(part)  # the bad rows of this part only
+    result.errors = [e for e in result.errors if e.line is None or first <= e.line <= last]
+    result.records = [r for r, _ in part][:limit]
+    result.row_numbers = [n for _, n in part][:limit]
+    return result

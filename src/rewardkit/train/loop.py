@@ -239,8 +239,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                         metrics["eval_accuracy"] = last_eval.get("accuracy")
                 due_save = due_eval or (config.save_every and step % config.save_every == 0) or step >= total_steps
                 if due_save:
-                    checkpoint("last", with_state=True, epoch=epoch if not at_epoch_end or b < len(batches) - 1
-                               else epoch + 1, next_batch=b + 1 if b < len(batches) - 1 else 0)
+                    last_of_epoch = b == len(batches) - 1  # resume at the next batch, or the next epoch's first
+                    checkpoint("last", with_state=True, epoch=epoch + last_of_epoch,
+                               next_batch=0 if last_of_epoch else b + 1)
                 history.append(metrics)
                 if main:
                     _append_jsonl(metrics_path, metrics)
@@ -265,15 +266,15 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
 def load_training_data(paths: list[str], config: TrainConfig, split: str):
     """Records of every file (agreed split applied per file); a file's name becomes the subset of records
     that have none, so per-file accuracy shows up in the report."""
-    from rewardkit.data import agreed_split, load_records
+    from rewardkit.data import load_split
 
     if not paths:
         raise RewardkitError("config: field 'data': no training data given")
     records, skipped = [], 0
     digest = hashlib.sha256()
     for path in paths:
-        result = load_records(path, config.format, config.field_map, skip_bad=config.skip_bad)
-        part = result.records if split == "all" else agreed_split(result, split)
+        result = load_split(path, split, config.format, config.field_map, skip_bad=config.skip_bad)
+        part = result.records
         name = Path(path).parent.name if Path(path).name.startswith(("train.", "test.")) else Path(path).stem
         for r in part:
             r.meta.setdefault("subset", name)
