@@ -191,8 +191,11 @@ def print_summary(report: dict, paths: dict) -> None:
 
     console.print(f"[bold]accuracy[/] {pct(report.get('accuracy'))} on {report.get('n_comparisons')} "
                   f"comparisons ({report.get('n')} records; ties count as wrong)")
-    for name, sub in (report.get("subsets") or {}).items():
+    subsets = list((report.get("subsets") or {}).items())
+    for name, sub in subsets[:12]:
         console.print(f"  {name}: {pct(sub.get('accuracy'))} (n={sub.get('n')})")
+    if len(subsets) > 12:
+        console.print(f"  ... {len(subsets) - 12} more subsets in the report")
     corr = report.get("length_correlation") or {}
     console.print(f"ECE {num(report.get('ece'))}  Brier {num(report.get('brier'))}  "
                   f"reward-length Pearson {num(corr.get('pearson'))}")
