@@ -156,3 +156,11 @@ def test_distillation_from_a_teacher(llama_dir, toy, tmp_path):
         result = train(config(llama_dir, toy, out, f"loss={loss}", f"teacher={teacher / 'last'}", "epochs=3",
                               "center=0"))
         assert result.final_eval["accuracy"] >= 0.9, loss
+
+
+def test_tensorboard_logging(llama_dir, toy, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is a dev dependency (pip install -e '.[dev]')")
+    out = tmp_path / "tb"
+    train(config(llama_dir, toy, out, "log_with=tensorboard", "max_steps=2"))
+    assert list(out.rglob("events.out.tfevents.*")), "no TensorBoard event file written"
+    assert len(losses(out)) == 2  # the JSONL log is written as well
