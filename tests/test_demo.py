@@ -18,3 +18,8 @@ def test_demo_trains_and_reports_on_the_synthetic_task(bert_dir, tmp_path, monke
     assert summary["after"]["gold"]["bayes_accuracy"] > 0.5
     assert (tmp_path / "demo" / "train" / "best" / "rewardkit.json").is_file()
     assert any(line.startswith("accuracy (ties wrong)") for line in lines)
+
+    # A second run trains anew (it does not "resume" a finished run and report zero steps).
+    again = run_demo(tmp_path / "demo", model=str(bert_dir), precision="fp32", log=lambda _: None,
+                     synthetic_sizes=(96, 48))
+    assert again["records_per_s"] > 0 and again["after"]["accuracy"] == summary["after"]["accuracy"]

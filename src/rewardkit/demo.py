@@ -7,6 +7,7 @@ preference task, whose gold reward is known, and also reports how well the learn
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def run_demo(out: str | Path = "runs/demo", model: str = "minilm", precision: st
     config = TrainConfig(model=model, data=[str(p.train_path)], split=p.train_split, skip_bad=True,
                          eval_data=[str(p.test_path)], eval_split=p.test_split, output=str(out / "train"),
                          epochs=p.epochs, lr=1e-4, batch_size=16, max_length=256, precision=precision)
+    if (out / "train").exists():  # the demo owns this directory; a rerun trains anew instead of resuming
+        shutil.rmtree(out / "train")
     log(f"training ({config.epochs} epoch(s), batch {config.batch_size}, lr {config.lr}, max length "
         f"{config.max_length}) ...")
     result = train(config)
