@@ -173,7 +173,7 @@ class RewardModel(nn.Module):
         try:
             config = AutoConfig.from_pretrained(path, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, ImportError) as e:  # ImportError: a GGUF file without `gguf` installed
             raise ModelError(f"cannot load a model from {name_or_path!r}: {_first_line(e)}") from e
 
         is_reward_model = any("ForSequenceClassification" in a for a in (config.architectures or []))
@@ -186,7 +186,7 @@ class RewardModel(nn.Module):
             try:
                 model = AutoModelForSequenceClassification.from_pretrained(
                     path, num_labels=n_out, dtype=dtype, **kwargs)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, ImportError) as e:
                 raise ModelError(f"cannot load {name_or_path!r} as a reward model: {_first_line(e)}") from e
 
         if gguf_file:
