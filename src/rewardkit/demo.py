@@ -81,7 +81,7 @@ def run_demo(out: str | Path = "runs/demo", model: str = "minilm", precision: st
         f"{config.max_length}) ...")
     result = train(config)
     after = report_for(RewardModel.from_pretrained(out / "train" / "best"), "report")
-    summary = {"before": before, "after": after, "train_seconds": result.train_seconds,
+    summary = {"before": before, "after": after, "steps": result.steps, "train_seconds": result.train_seconds,
                "records_per_s": result.records_trained / max(result.train_seconds, 1e-9)}
     for line in summary_lines(summary):
         log(line)
