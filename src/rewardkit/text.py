@@ -10,8 +10,8 @@ the rules:
   the response.
 - Truncation drops prompt tokens from the left first; only a response longer than the whole budget loses
   its own leading tokens. Its end, where the reward is read, is never cut, and what was cut is counted.
-- The score position is the last real token of each row, found from the attention mask, so it is right
-  for left and right padding and when the pad id equals the EOS id.
+
+How encoded sequences are laid out in a batch, and where their scores are read, is rewardkit.batching's job.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-
-import torch
 
 from rewardkit.data.record import Message
 from rewardkit.errors import RewardkitError
@@ -197,44 +195,3 @@ def _find(seq: list[int], sub: list[int]) -> int:
         if seq[i: i + len(sub)] == sub:
             return i
     return -1
-
-
-# -- batching ------------------------------------------------------------------------------------------------
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token in each row.
-
-    attention_mask: (b, seq_len) of 0/1. Returns (b,) long. Works for left and right padding and does not
-    look at token ids, so a pad id equal to the EOS id cannot move it.
-    """
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(-1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(b, seq_len) positions counting real tokens only, so a left-padded row gets the same positions as
-    the same row padded on the right."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def collate(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Pad a batch to its own longest row.
-
-    Returns input_ids, attention_mask, position_ids (b, seq_len), token_type_ids (b, seq_len) when the rows
-    have them, and score_index (b,) — the last real token of each row.
-    """
-    width = max(len(e.input_ids) for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    types = torch.zeros((len(encoded), width), dtype=torch.long) if encoded[0].token_type_ids else None
-    for row, e in enumerate(encoded):
-        n = len(e.input_ids)
-        cols = slice(width - n, width) if padding_side == "left" else slice(0, n)
-        ids[row, cols] = torch.tensor(e.input_ids)
-        mask[row, cols] = 1
-        if types is not None:
-            types[row, cols] = torch.tensor(e.token_type_ids)
-    batch = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask),
-             "score_index": last_token_index(mask)}
-    if types is not None:
-        batch["token_type_ids"] = types
-    return batch

@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rewardkit.data.record import Response
 from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem, packaged_models
-from rewardkit.text import collate
+from rewardkit.batching import plan_padded
 
 ITEMS = [ScoreItem([{"role": "user", "content": "What is the capital of France?"}],
                    [Response("The capital of France is Paris."), Response("I don't know."), Response("")]),
@@ -36,9 +36,9 @@ def test_saved_checkpoint_gives_the_same_scores_in_plain_transformers(smollm2, t
     smollm2.save_pretrained(tmp_path / "rm")
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
     encoded = [smollm2.text.encode(it.prompt, r.content) for it in ITEMS for r in it.responses]
-    batch = collate(encoded, hf.config.pad_token_id, "right")
+    batch = plan_padded(encoded, hf.config.pad_token_id, "right")
     with torch.no_grad():
-        plain = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].tolist()
+        plain = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 0].tolist()
     assert plain == pytest.approx(ours, abs=1e-4)
     reloaded = RewardModelScorer(RewardModel.from_pretrained(tmp_path / "rm"), precision="fp32").score(ITEMS)
     assert [r for res in reloaded for r in res.rewards] == pytest.approx(ours, abs=1e-5)

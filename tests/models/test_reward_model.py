@@ -13,7 +13,7 @@ from rewardkit.io import atomic_directory
 from rewardkit.models.reward_model import META_FILE, RewardModel
 from rewardkit.models.rm_scorer import RewardModelScorer
 from rewardkit.models.scorer import ScoreItem
-from rewardkit.text import collate
+from rewardkit.batching import plan_padded
 
 ITEMS = [
     ScoreItem([{"role": "user", "content": "What is the capital of France?"}],
@@ -36,10 +36,10 @@ def plain_transformers_scores(path, model):
     """Scores from the saved directory through plain transformers, right-padded with the saved pad id."""
     hf = AutoModelForSequenceClassification.from_pretrained(path).eval()
     encoded = [model.text.encode(it.prompt, r.content) for it in ITEMS for r in it.responses]
-    batch = collate(encoded, hf.config.pad_token_id, "right")
-    kw = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
+    batch = plan_padded(encoded, hf.config.pad_token_id, "right")
+    kw = {"token_type_ids": batch.token_type_ids} if batch.token_type_ids is not None else {}
     with torch.no_grad():
-        logits = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw).logits
+        logits = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kw).logits
     return logits[:, 0].tolist()
 
 

@@ -5,7 +5,8 @@ import torch
 
 from tiny import CHATML_TEMPLATE, make_bpe_tokenizer
 from rewardkit.errors import RewardkitError
-from rewardkit.text import PLAIN_CHAT_TEMPLATE, TextEncoder, collate, last_token_index, position_ids_from_mask
+from rewardkit.batching import last_token_index, plan_padded, position_ids_from_mask
+from rewardkit.text import PLAIN_CHAT_TEMPLATE, TextEncoder
 
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 CONCAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -121,11 +122,12 @@ def test_score_position_ignores_token_ids_when_pad_equals_eos(bpe_tokenizer):
     enc = TextEncoder(bpe_tokenizer)
     rows = [enc.encode(PROMPT, "Paris."), enc.encode(PROMPT, "It is Paris, a lovely city.")]
     for side in ("left", "right"):
-        batch = collate(rows, pad_id=eos, padding_side=side)  # pad == EOS, and every row ends in EOS
-        ids, idx = batch["input_ids"], batch["score_index"]
+        batch = plan_padded(rows, pad_id=eos, padding_side=side)  # pad == EOS, and every row ends in EOS
+        ids, width = batch.input_ids, batch.input_ids.shape[1]
+        idx = batch.score_index - torch.arange(len(rows)) * width  # flat positions -> column in each row
         for b, e in enumerate(rows):
             assert ids[b, idx[b]].item() == eos
-            real = ids[b][batch["attention_mask"][b].bool()].tolist()
+            real = ids[b][batch.attention_mask[b].bool()].tolist()
             assert real == e.input_ids
         # The short row's read position is its own EOS, not the padding EOS after or before it.
         short = 0

@@ -13,7 +13,7 @@ from rewardkit.cli import app
 from rewardkit.data.record import Response
 from rewardkit.errors import RewardkitError
 from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
-from rewardkit.text import collate
+from rewardkit.batching import plan_padded
 from rewardkit.train import load_config, train
 from rewardkit.train.loop import NonFiniteLoss
 from tiny import toy_pairs as pairs
@@ -114,10 +114,10 @@ def test_lora_trains_head_and_exports_a_portable_checkpoint(llama_dir, toy, tmp_
     want = RewardModelScorer(lora, precision="fp32").score(items)[0].rewards
     assert RewardModelScorer(merged, precision="fp32").score(items)[0].rewards == pytest.approx(want, abs=1e-4)
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
-    batch = collate([merged.text.encode(items[0].prompt, r.content) for r in items[0].responses],
+    batch = plan_padded([merged.text.encode(items[0].prompt, r.content) for r in items[0].responses],
                     hf.config.pad_token_id)
     with torch.no_grad():
-        plain = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].tolist()
+        plain = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, 0].tolist()
     assert plain == pytest.approx(want, abs=1e-4)
 
 

@@ -289,20 +289,60 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 score_index: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids, attention_mask, position_ids, token_type_ids: (b, seq_len); score_index: (b,) — the
-        positions to read (by default the last real token of each row). Returns rewards (b, n_objectives)."""
+        """Rewards (n, n_objectives) for a batch laid out as a `rewardkit.batching.BatchPlan` says.
+
+        input_ids, position_ids, token_type_ids: (rows, width). attention_mask: (rows, width) 0/1 for padded
+        rows, or (rows, 1, width, width) bool for packed rows (causal backbones only). score_index: (n,) flat
+        positions into rows * width to read; by default the last real token of each padded row.
+        """
         if self.meta.score_rule == "classifier":
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             return self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         if score_index is None:
-            from rewardkit.text import last_token_index
+            from rewardkit.batching import last_token_index
 
-            score_index = last_token_index(attention_mask)
+            width = attention_mask.shape[-1]
+            score_index = torch.arange(len(input_ids), device=input_ids.device) * width + last_token_index(
+                attention_mask)
         hf = self.hf_model
+        if attention_mask.dim() == 4 and hf.config._attn_implementation == "eager":
+            # eager attention adds the mask to the scores; SDPA-style kernels take the bool mask as is
+            attention_mask = torch.zeros(attention_mask.shape, device=attention_mask.device).masked_fill_(
+                attention_mask.logical_not(), torch.finfo(torch.float32).min)
         hidden = hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=position_ids).last_hidden_state  # (b, seq_len, h)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hf.score(hidden[rows, score_index])  # (b, n_objectives)
+                               position_ids=position_ids).last_hidden_state  # (rows, width, h)
+        return hf.score(hidden.flatten(0, 1)[score_index])  # (n, n_objectives)
+
+    def supports_prefix_sharing(self) -> bool:
+        """Whether packed, shared-prefix plans give this backbone's scores (checked once, on the model).
+
+        Needs a causal backbone that reads a custom 4D mask and per-token positions (Llama-, Qwen2-,
+        GPT-NeoX-style models in transformers do; ALiBi or remote-code models may not). The check scores
+        two random sequences with a common prefix both ways in fp32 and compares.
+        """
+        cached = getattr(self, "_prefix_sharing", None)
+        if cached is not None:
+            return cached
+        self._prefix_sharing = self.meta.score_rule == "last_token" and self._check_prefix_sharing()
+        return self._prefix_sharing
+
+    @torch.no_grad()
+    def _check_prefix_sharing(self) -> bool:
+        from rewardkit.batching import plan_packed, plan_padded
+        from rewardkit.text import Encoded
+
+        vocab = self.hf_model.config.vocab_size
+        g = torch.Generator().manual_seed(0)
+        prefix, a, b = (torch.randint(0, vocab, (n,), generator=g).tolist() for n in (7, 3, 5))
+        group = [Encoded(prefix + a, None, 7, 3), Encoded(prefix + b, None, 7, 5)]
+        pad = self.tokenizer.pad_token_id
+        try:
+            with torch.autocast(self.device.type, enabled=False):
+                shared = self(**plan_packed([group], pad).to(self.device).model_inputs())
+                separate = self(**plan_padded(group, pad, self.meta.padding_side).to(self.device).model_inputs())
+        except Exception:  # a model that rejects 4D masks or position ids
+            return False
+        return bool(torch.allclose(shared.float(), separate.float(), rtol=1e-3, atol=1e-4))
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,4 @@
-"""A trained reward model as a Scorer: encode every (prompt, response), batch by tokens, read the rewards."""
+"""A trained reward model as a Scorer: encode every (prompt, response), plan batches, read the rewards."""
 
 from __future__ import annotations
 
@@ -7,26 +7,30 @@ from typing import Any
 
 import torch
 
+from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, default_device, resolve_precision
-from rewardkit.text import Encoded, collate
+from rewardkit.text import Encoded
 
 
 class RewardModelScorer:
     """Scores items with a RewardModel.
 
-    Sequences are sorted by length and cut into batches of at most `batch_tokens` padded tokens (and
-    `max_batch_size` rows), so short sequences are never padded to a long one's length.
+    Batches follow the model's best plan (rewardkit.batching): on a causal backbone the responses of one item
+    share their prompt's tokens in one packed row (best-of-N computes the prompt once, not N times); encoders
+    get padded rows. Either way items are sorted by length and cut into batches of about `batch_tokens`
+    computed tokens (and at most `max_batch_size` items).
     """
 
     def __init__(self, model: RewardModel, *, device: str | torch.device | None = None,
-                 precision: str = "auto", batch_tokens: int = 16384, max_batch_size: int = 64):
+                 precision: str = "auto", batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 max_batch_size: int | None = 64, share_prefix: bool | None = None):
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
-        self.batch_tokens = batch_tokens
-        self.max_batch_size = max_batch_size
+        self.planner = Planner(self.model, batch_tokens=batch_tokens, share_prefix=share_prefix,
+                               max_batch_size=max_batch_size)
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, max_length: int | None = None, chat_template: str | None = None,
@@ -41,34 +45,20 @@ class RewardModelScorer:
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         """One ScoreResult per item, in order."""
         encoded = self.encode(items)
-        flat = [(i, j, e) for i, row in enumerate(encoded) for j, e in enumerate(row)]
-        outputs: dict[tuple[int, int], list[float]] = {}
-        for batch in self._batches(flat):
-            tensors = collate([e for _, _, e in batch], self.model.tokenizer.pad_token_id,
-                              self.model.meta.padding_side)
-            tensors = {k: v.to(self.device) for k, v in tensors.items()}
+        outputs: dict[int, list[list[float]]] = {i: [] for i, row in enumerate(encoded) if not row}
+        todo = [i for i, row in enumerate(encoded) if row]
+        for part in self.planner.batches([encoded[i] for i in todo]):
+            batch = [todo[k] for k in part]
+            plan = self.planner.plan([encoded[i] for i in batch]).to(self.device)
             with compute_context(self.precision, self.device):
-                rewards = self.model(**tensors)  # (b, n_objectives)
-            for (i, j, _), row in zip(batch, rewards.float().cpu().tolist()):
-                outputs[i, j] = row
-        return [self._result(i, row, outputs) for i, row in enumerate(encoded)]
+                rewards = self.model(**plan.model_inputs()).float().cpu().tolist()  # (n, n_objectives)
+            for i in batch:
+                outputs[i], rewards = rewards[: len(encoded[i])], rewards[len(encoded[i]):]
+        return [self._result(row, outputs[i]) for i, row in enumerate(encoded)]
 
-    def _batches(self, flat):
-        """Longest first, so the first batch shows at once whether the budget fits in memory."""
-        ordered = sorted(flat, key=lambda t: len(t[2].input_ids), reverse=True)
-        batch: list = []
-        for entry in ordered:
-            width = len(batch[0][2].input_ids) if batch else len(entry[2].input_ids)
-            if batch and ((len(batch) + 1) * width > self.batch_tokens or len(batch) >= self.max_batch_size):
-                yield batch
-                batch = []
-            batch.append(entry)
-        if batch:
-            yield batch
-
-    def _result(self, i: int, row: list[Encoded], outputs) -> ScoreResult:
+    def _result(self, row: list[Encoded], per_response: list[list[float]]) -> ScoreResult:
+        """per_response: (n_responses, n_objectives)."""
         meta = self.model.meta
-        per_response = [outputs[i, j] for j in range(len(row))]  # (n_responses, n_objectives)
         objectives = None
         if len(meta.objectives) == 1:
             rewards = [r[0] for r in per_response]
@@ -89,4 +79,5 @@ class RewardModelScorer:
             "padding_side": meta.padding_side, "score_rule": meta.score_rule, "text_mode": meta.text_mode,
             "chat_template": meta.chat_template if meta.text_mode == "chat" else None,
             "append_eos": meta.append_eos, "quantization": None,
+            "batch_plan": "shared-prefix packed" if self.planner.packed else "padded",
         }

@@ -18,7 +18,8 @@ import torch
 
 from rewardkit.data.record import PreferenceRecord
 from rewardkit.losses import LossInputs
-from rewardkit.text import Encoded, TextEncoder, collate
+from rewardkit.batching import BatchPlan, Planner
+from rewardkit.text import Encoded, TextEncoder
 
 MEGA_BATCH = 32  # batches per length-grouping window: large enough to group, small enough to stay random
 
@@ -97,14 +98,21 @@ def shard(batch: list[int], world: int, rank: int, micro_steps: int) -> list[lis
     return [mine[i * n // micro_steps: (i + 1) * n // micro_steps] for i in range(micro_steps)]
 
 
-def collate_examples(examples: Sequence[Example], pad_id: int, padding_side: str,
-                     teacher: dict[str, list[float]] | None = None):
-    """Tensors for one forward pass over every response of `examples`, and the LossInputs skeleton.
+def forward_parts(examples: Sequence[Example], micro: list[int], planner: Planner) -> list[list[int]]:
+    """A micro-batch cut into forward passes within the planner's token budget; the loss weights each part
+    by its share of the global batch, so the gradient is the same however it is cut."""
+    parts = planner.batches([examples[i].encoded for i in micro])
+    return [[micro[k] for k in sorted(part)] for part in parts]
 
-    Returns (model inputs of shape (n_responses, seq_len), LossInputs with rewards=None).
+
+def collate_examples(examples: Sequence[Example], planner: Planner,
+                     teacher: dict[str, list[float]] | None = None) -> tuple[BatchPlan, LossInputs]:
+    """The plan of one forward pass over every response of `examples`, and the LossInputs skeleton.
+
+    Rewards come out of the plan example by example, response by response; the LossInputs indices refer to
+    that order. Returns (plan, LossInputs with rewards=None).
     """
-    flat = [e for ex in examples for e in ex.encoded]
-    batch = collate(flat, pad_id, padding_side)
+    plan = planner.plan([ex.encoded for ex in examples])
     winner, loser, p, margin, weight, groups, teacher_scores = [], [], [], [], [], [], []
     offset = 0
     k_max = max(len(ex.encoded) for ex in examples)
@@ -125,4 +133,4 @@ def collate_examples(examples: Sequence[Example], pad_id: int, padding_side: str
         margin=torch.tensor(margin), weight=torch.tensor(weight),
         groups=torch.tensor(groups) if all(ex.ranking for ex in examples) else None,
         teacher=torch.tensor(teacher_scores) if teacher is not None else None)
-    return batch, inputs
+    return plan, inputs

@@ -59,7 +59,12 @@ class TrainConfig(BaseModel):
     max_length: int = Field(512, ge=8)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     fast_attention: bool = Field(True, description="CPU: recompute-backward attention for sequences up to "
-                                                     "184 tokens (rewardkit.attention); same gradients")
+                                                     "320 tokens (rewardkit.attention); same gradients")
+    share_prefix: bool | None = Field(None, description="causal backbones: one packed row per record, its "
+                                      "responses sharing the prompt's tokens (None: wherever the model passes "
+                                      "the equivalence check)")
+    batch_tokens: int = Field(16384, ge=64, description="most tokens per forward pass; a larger micro-batch "
+                              "is split into several passes with the same gradient")
     seed: int = 0
     lora: LoraSettings | None = None
 

@@ -28,7 +28,8 @@ from rewardkit.errors import RewardkitError
 from rewardkit.losses import compute_loss
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.precision import compute_context, resolve_precision
-from rewardkit.train.batches import build_examples, collate_examples, epoch_batches, fill, shard
+from rewardkit.batching import Planner
+from rewardkit.train.batches import build_examples, collate_examples, epoch_batches, fill, forward_parts, shard
 from rewardkit.train.checkpoint import (
     has_trainer_state,
     load_trainer_state,
@@ -40,7 +41,7 @@ from rewardkit.train.config import TrainConfig
 
 # Fields that may change between an interrupted run and its resumption without changing the trajectory.
 RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split",
-                      "fast_attention"}
+                      "fast_attention", "share_prefix", "batch_tokens"}
 
 
 @dataclass
@@ -94,6 +95,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         raise RewardkitError("no training record has a usable preference label")
     truncated = sum(e.truncated > 0 for ex in examples for e in ex.encoded)
     teacher = _teacher_scores(config, train_records, accelerator.device) if config.teacher else None
+
+    # The plan is checked on the plain model, before any wrapper shards it.
+    planner = Planner(model, batch_tokens=config.batch_tokens, share_prefix=config.share_prefix)
 
     # -- optimizer -----------------------------------------------------------------------------------------
     params = [p for p in model.parameters() if p.requires_grad]
@@ -173,7 +177,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     if main:
         _print(f"training on {len(examples)} records ({unusable} without a usable label, {truncated} "
                f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
-               f"process(es), precision {precision}" + (f", resuming at step {step}" if step else ""))
+               f"process(es), precision {precision}, "
+               f"{'shared-prefix packed' if planner.packed else 'padded'} batches" + (f", resuming at step {step}" if step else ""))
     history: list[dict] = []
     records_trained, train_seconds = 0, 0.0
     last_eval: dict | None = None
@@ -191,21 +196,23 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                 micro_batches = shard(global_batch, world, rank, config.grad_accum)
                 loss_sum = torch.zeros((), device=accelerator.device)
                 tokens = 0
-                for i, micro in enumerate(micro_batches):
-                    sync = nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+                # Token budgets may cut a micro-batch into several forward passes; only the last one syncs
+                # gradients. Sharded backends gather weights per forward, so every rank must run the same
+                # number: there a micro-batch is one forward pass.
+                passes = [part for micro in micro_batches
+                          for part in ([micro] if sharded else forward_parts(examples, micro, planner))]
+                for i, part in enumerate(passes):
+                    sync = nullcontext() if i == len(passes) - 1 else accelerator.no_sync(model)
                     with sync:
-                        tensors, inputs = collate_examples([examples[j] for j in micro],
-                                                           core.tokenizer.pad_token_id, core.meta.padding_side,
-                                                           teacher)
-                        tensors = {k: v.to(accelerator.device) for k, v in tensors.items()}
+                        plan, inputs = collate_examples([examples[j] for j in part], planner, teacher)
                         with compute_context(precision, accelerator.device):
-                            rewards = model(**tensors)[:, 0]  # (n_responses,)
+                            rewards = model(**plan.to(accelerator.device).model_inputs())[:, 0]  # (n_responses,)
                         inputs = inputs.to(accelerator.device, rewards=rewards.float())
                         loss = compute_loss(config.loss, inputs, **loss_params)
-                        share = len(micro) / len(global_batch)
+                        share = len(part) / len(global_batch)
                         accelerator.backward(loss * share * world)
                         loss_sum += loss.detach() * share
-                        tokens += int(tensors["attention_mask"].sum())
+                        tokens += plan.real_tokens
                 global_loss = accelerator.reduce(loss_sum, "sum").item()
                 if not math.isfinite(global_loss):
                     raise NonFiniteLoss(
