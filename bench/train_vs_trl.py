@@ -1,38 +1,38 @@
 """Training throughput and accuracy: rewardkit vs TRL's RewardTrainer, side by side in one run.
 
-Same backbone (the offline MiniLM), same data (HH-RLHF harmless-base, the agreed split: first 80% of the
-file's rows train, the rest test), same max length, batch, epochs, learning rate, schedule and seed.
+Same backbone, same data (HH-RLHF harmless-base, the agreed split: first 80% of the file's rows train, the
+rest test), same max length, batch, epochs, learning rate, schedule, seed and initial head.
 
     .venv/bin/pip install "trl==1.16.0"      # bench-only dependency (pip install -e ".[bench]")
-    .venv/bin/python bench/train_vs_trl.py [--limit N] [--trl-precision fp32,bf16]
+    .venv/bin/python bench/train_vs_trl.py --model minilm            # the encoder, all 1,850 train pairs
+    .venv/bin/python bench/train_vs_trl.py --model smollm2 --limit 256   # the causal backbone
 
 Counting is honest on both sides:
 - throughput is pairs per second of the training call (TRL: trainer.train(); rewardkit: train(), which also
-  tokenizes, loads the model and writes checkpoints), counting the pairs each tool really trained on. TRL
+  tokenizes, plans batches and writes checkpoints), counting the pairs each tool really trained on. TRL
   silently drops pairs where either sequence exceeds max_length; rewardkit keeps every pair and truncates the
-  prompt from the left.
-- accuracy is strict (ties wrong) on every test pair: TRL's model scores prompt+response text truncated from the
+  prompt from the left, so it trains on more (and longer) pairs.
+- accuracy is strict (ties wrong) on every test pair: TRL's model scores its own text form truncated from the
   right, as TRL trains it; rewardkit's model scores through rewardkit. TRL's accuracy on only the test pairs
   it would have kept is printed too.
+- utilisation is rewardkit's model FLOPs per second (6 x non-embedding parameters x real tokens computed,
+  attention scores left out) over the bf16 matrix-product peak measured on this machine in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from common import harmless_path, matmul_peak_tflops, training_flops_per_token
 
 import torch  # noqa: E402
 
-from rewardkit.data import agreed_split, load_records, shared_data_dir  # noqa: E402
+from rewardkit.data import agreed_split, load_records, write_canonical_jsonl  # noqa: E402
 from rewardkit.models import RewardModel, RewardModelScorer  # noqa: E402
-from rewardkit.models.reward_model import resolve_model_path  # noqa: E402
 from rewardkit.train import TrainConfig, train  # noqa: E402
 
 MAX_LENGTH, BATCH, EPOCHS, LR, SEED = 256, 16, 1, 1e-4, 0
@@ -44,23 +44,33 @@ def hh_text(prompt) -> str:
     return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in prompt) + "\n\nAssistant:"
 
 
-def trl_run(train_records, test_records, precision: str, workdir: Path) -> dict:
+def trl_run(model_name: str, train_records, test_records, precision: str, workdir: Path) -> dict:
+    """TRL's RewardTrainer on the same backbone and initial head (rewardkit loads both, then hands TRL the
+    plain transformers model). The encoder gets HH's transcript text; the causal chat model gets
+    conversational rows, which TRL renders with the model's chat template."""
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    path = resolve_model_path("minilm")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    start = RewardModel.from_pretrained(model_name, max_length=MAX_LENGTH, seed=SEED)
+    path = start.save_pretrained(workdir / "trl-start")  # a plain checkpoint (SmolLM2 ships as GGUF)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(SEED)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    rows = [{"prompt": hh_text(r.prompt), "chosen": " " + r.responses[0].content,
-             "rejected": " " + r.responses[1].content} for r in train_records]
+    chat = start.meta.text_mode == "chat"
+    del start
+    if chat:
+        rows = [{"prompt": r.prompt, "chosen": [{"role": "assistant", "content": r.responses[0].content}],
+                 "rejected": [{"role": "assistant", "content": r.responses[1].content}]} for r in train_records]
+    else:
+        rows = [{"prompt": hh_text(r.prompt), "chosen": " " + r.responses[0].content,
+                 "rejected": " " + r.responses[1].content} for r in train_records]
     args = RewardConfig(output_dir=str(workdir / f"trl-{precision}"), per_device_train_batch_size=BATCH,
                         num_train_epochs=EPOCHS, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.03,
                         max_length=MAX_LENGTH, bf16=precision == "bf16", gradient_checkpointing=False,
                         save_strategy="no", report_to=[], logging_steps=50, seed=SEED, use_cpu=True,
                         dataloader_num_workers=0, disable_tqdm=True,
-                        eos_token=tok.sep_token)  # BERT has no EOS; TRL appends one to every text
+                        **({} if chat else {"eos_token": tok.sep_token}))  # BERT has no EOS; TRL appends one
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     kept = len(trainer.train_dataset)
     t0 = time.perf_counter()
@@ -73,11 +83,16 @@ def trl_run(train_records, test_records, precision: str, workdir: Path) -> dict:
         with torch.inference_mode():
             for i in range(0, len(text_pairs), 32):
                 enc = tok([p + c for p, c in text_pairs[i:i + 32]], truncation=True, max_length=MAX_LENGTH,
-                          padding=True, return_tensors="pt")
+                          padding=True, return_tensors="pt", add_special_tokens=not chat)
                 out += model(**enc).logits[:, 0].float().tolist()
         return out
 
-    prompts = [hh_text(r.prompt) for r in test_records]
+    def text(prompt) -> str:
+        if chat:
+            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return hh_text(prompt)
+
+    prompts = [text(r.prompt) for r in test_records]
     chosen = score([(p, " " + r.responses[0].content) for p, r in zip(prompts, test_records)])
     rejected = score([(p, " " + r.responses[1].content) for p, r in zip(prompts, test_records)])
     fits = [max(len(tok(p + " " + r.responses[k].content)["input_ids"]) for k in (0, 1)) <= MAX_LENGTH
@@ -88,43 +103,48 @@ def trl_run(train_records, test_records, precision: str, workdir: Path) -> dict:
             "accuracy_kept": sum(c for c, f in zip(correct, fits) if f) / max(1, sum(fits)), "n_kept_test": sum(fits)}
 
 
-def rewardkit_run(data_path: Path, test_records, precision: str, workdir: Path, limit: int | None) -> dict:
-    config = TrainConfig(model="minilm", data=[str(data_path)], split="train", output=str(workdir / "rk"),
+def rewardkit_run(model_name: str, train_records, test_records, workdir: Path) -> dict:
+    data = workdir / "train.jsonl"
+    write_canonical_jsonl(train_records, data)  # exactly the pairs TRL is given
+    config = TrainConfig(model=model_name, data=[str(data)], output=str(workdir / "rk"),
                          epochs=EPOCHS, lr=LR, batch_size=BATCH, max_length=MAX_LENGTH, seed=SEED,
-                         precision=precision, progress=False, warmup_ratio=0.03,
-                         max_steps=(limit // BATCH) if limit else None)
+                         precision="auto", progress=False, warmup_ratio=0.03)
     t0 = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - t0
-    scorer = RewardModelScorer(RewardModel.from_pretrained(workdir / "rk" / "last"), precision=precision)
+    scorer = RewardModelScorer(RewardModel.from_pretrained(workdir / "rk" / "last"))
     results = scorer.score(test_records)
     correct = [res.rewards[0] > res.rewards[1] for res in results]
-    return {"tool": f"rewardkit {scorer.precision}", "pairs": result.records_trained, "seconds": seconds,
-            "loop_seconds": result.train_seconds, "accuracy_all": sum(correct) / len(correct),
-            "accuracy_kept": None, "n_kept_test": len(correct)}
+    tokens = sum(h["tokens"] for h in result.history)
+    flops = training_flops_per_token(scorer.model.hf_model) * tokens / result.train_seconds
+    return {"tool": f"rewardkit {scorer.precision}, {scorer.describe()['batch_plan']}", "pairs": result.records_trained,
+            "seconds": seconds, "loop_seconds": result.train_seconds, "accuracy_all": sum(correct) / len(correct),
+            "accuracy_kept": None, "n_kept_test": len(correct), "tokens": tokens, "model_tflops": flops / 1e12}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, help="train on the first N train pairs only (a quick look)")
+    parser.add_argument("--model", default="minilm", help="backbone: minilm, smollm2, or a local path")
+    parser.add_argument("--limit", type=int, help="train on the first N train pairs only")
     parser.add_argument("--trl-precision", default="fp32,bf16", help="TRL runs to include: fp32, bf16 or both")
     args = parser.parse_args()
-    shared = shared_data_dir()
-    data_path = shared / "hh-rlhf" / "harmless-base" / "test.jsonl.gz" if shared else None
-    if data_path is None or not data_path.is_file():
-        print("needs ../shared/data/hh-rlhf/harmless-base/test.jsonl.gz (or $REWARDKIT_DATA)", file=sys.stderr)
-        return 2
+    data_path = harmless_path()
     loaded = load_records(data_path)
     train_records, test_records = agreed_split(loaded, "train"), agreed_split(loaded, "test")
     if args.limit:
         train_records = train_records[: args.limit]
-    print(f"HH-RLHF harmless-base: {len(train_records)} train pairs, {len(test_records)} test pairs; MiniLM, "
+    print(f"HH-RLHF harmless-base: {len(train_records)} train pairs, {len(test_records)} test pairs; {args.model}, "
           f"max_length {MAX_LENGTH}, batch {BATCH}, {EPOCHS} epoch, lr {LR}, {torch.get_num_threads()} threads")
+    peak = matmul_peak_tflops()
+    print(f"measured matrix-product peak: bf16 {peak:.2f} TFLOP/s, fp32 {matmul_peak_tflops(torch.float32):.2f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(rewardkit_run(data_path, test_records, "auto", Path(tmp), args.limit))
+        rows.append(rewardkit_run(args.model, train_records, test_records, Path(tmp)))
+        print(f"rewardkit: {rows[0]}", flush=True)
         for precision in args.trl_precision.split(","):
-            rows.append(trl_run(train_records, test_records, precision.strip(), Path(tmp)))
+            rows.append(trl_run(args.model, train_records, test_records, precision.strip(), Path(tmp)))
+            print(f"TRL: {rows[-1]}", flush=True)
+    peak = max(peak, matmul_peak_tflops())  # measured again after: this machine's speed drifts
     ours = rows[0]["pairs"] / rows[0]["seconds"]
     print(f"\n| tool | pairs trained | seconds | pairs/s | rewardkit speed-up | accuracy, all {len(test_records)} "
           f"test pairs | accuracy, test pairs TRL keeps |")
@@ -134,6 +154,13 @@ def main() -> int:
         kept = "" if r["accuracy_kept"] is None else f"{100 * r['accuracy_kept']:.1f}% (n={r['n_kept_test']})"
         print(f"| {r['tool']} | {r['pairs']} | {r['seconds']:.0f} | {rate:.2f} | {ours / rate:.2f}x | "
               f"{100 * r['accuracy_all']:.1f}% | {kept} |")
+    rk = rows[0]
+    print(f"\nrewardkit's seconds are the whole train() call: loading the model, tokenizing, planning and "
+          f"checkpoints included; its training steps alone took {rk['loop_seconds']:.0f} s "
+          f"({rk['pairs'] / rk['loop_seconds']:.2f} pairs/s).")
+    print(f"rewardkit: {rk['tokens']} tokens computed in {rk['loop_seconds']:.0f} s of training steps, "
+          f"{rk['model_tflops']:.3f} model TFLOP/s = {100 * rk['model_tflops'] / peak:.0f}% of the bf16 peak "
+          f"({peak:.2f} TFLOP/s, the higher of the measurements before and after)")
     return 0
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from rewardkit.errors import RewardkitError
 from rewardkit.text import Encoded
 
 #: Default budget of computed tokens (padding included) per forward pass.
@@ -270,7 +271,11 @@ class Planner:
                  max_batch_size: int | None = None):
         self.pad_id = model.tokenizer.pad_token_id
         self.padding_side = model.meta.padding_side
-        self.packed = model.supports_prefix_sharing() if share_prefix is None else share_prefix
+        self.packed = model.supports_prefix_sharing() if share_prefix is not False else False
+        if share_prefix and not self.packed:
+            raise RewardkitError(
+                "share_prefix: this backbone cannot share a prompt's tokens between responses (it is an encoder, "
+                "or its scores change when its responses are packed into one row); leave share_prefix unset")
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
 

@@ -34,7 +34,10 @@ SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and skip bad
 MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", help="Token limit per sequence (prompt "
                                                                        "is cut from the left first).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
-BatchTokensOpt = Annotated[int, typer.Option("--batch-tokens", help="Padded tokens per forward pass.")]
+BatchTokensOpt = Annotated[int, typer.Option("--batch-tokens", help="Tokens (padding included) per forward pass.")]
+SharePrefixOpt = Annotated[Optional[bool], typer.Option(
+    "--share-prefix/--no-share-prefix", help="Score a prompt's responses in one packed row (default: wherever the "
+                                             "backbone passes the equivalence check).")]
 TemplateOpt = Annotated[Optional[Path], typer.Option(
     "--chat-template", help="A Jinja chat template file to render conversations with.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")]
@@ -82,7 +85,7 @@ def quiet_transformers() -> None:
 
 
 def load_scorer(model: str, max_length: int | None, chat_template: Path | None, precision: str,
-                batch_tokens: int):
+                batch_tokens: int, share_prefix: bool | None = None):
     from rewardkit.models.rm_scorer import RewardModelScorer
 
     template = None
@@ -92,7 +95,8 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
         template = chat_template.read_text()
     with console.status(f"loading {model}"):
         return RewardModelScorer.from_pretrained(model, max_length=max_length, chat_template=template,
-                                                 precision=precision, batch_tokens=batch_tokens)
+                                                 precision=precision, batch_tokens=batch_tokens,
+                                                 share_prefix=share_prefix)
 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
@@ -124,6 +128,7 @@ def score(model: ModelOpt,
           output: Annotated[Path, typer.Option("--output", "-o", help="JSONL: one line per record.")],
           format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
+          share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, limit: LimitOpt = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False):
     """Score every response of every record; an interrupted run resumes where it stopped."""
@@ -136,7 +141,7 @@ def score(model: ModelOpt,
             raise RewardkitError(f"{output} already exists; pass --overwrite to replace it")
         stats = LoadStats()
         records = iter_records(input, format, parse_field_map(map), skip_bad=skip_bad, limit=limit, stats=stats)
-        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens)
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
         if partial_path(output).exists():
             console.print(f"resuming from {partial_path(output)}")
         with progress_bar("scoring", None) as bar:
@@ -155,12 +160,13 @@ def evaluate_cmd(model: ModelOpt,
                  format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
                  split: SplitOpt = "all", limit: LimitOpt = None, max_length: MaxLenOpt = None,
                  precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
+                 share_prefix: SharePrefixOpt = None,
                  chat_template: TemplateOpt = None):
     """Evaluate a reward model: strict accuracy, per subset, calibration and length bias."""
     with user_errors():
         quiet_transformers()
         loaded = load_data(data, format, map, skip_bad, limit, split)
-        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens)
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
         run_evaluation(scorer, loaded, report, data_label=f"{data} ({split})")
 
 

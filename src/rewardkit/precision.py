@@ -1,7 +1,8 @@
-"""Which precision to compute in: bf16 autocast where the hardware makes it fast, fp32 elsewhere.
+"""Which precision to compute in: bf16 where the hardware makes it fast, fp32 elsewhere.
 
 On a CPU with AMX a bf16 matrix product runs several times faster than fp32; GPUs from Ampere on have bf16
-tensor cores. Weights stay fp32; autocast runs the matrix products in bf16.
+tensor cores. Weights stay fp32 (what the optimizer updates and checkpoints hold); "bf16" computes with bf16
+copies of them (`RewardModel.compute_dtype`), under autocast for anything that still meets fp32.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def compute_context(precision: str, device: torch.device) -> contextlib.ExitStac
     if precision == "bf16":
         stack.enter_context(torch.autocast(device_type=device.type, dtype=torch.bfloat16))
     return stack
+
+
+def compute_dtype(precision: str) -> torch.dtype | None:
+    """The dtype a RewardModel computes in for a resolved precision (None: its parameters' own)."""
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def default_device() -> torch.device:

@@ -10,7 +10,7 @@ import torch
 from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
-from rewardkit.precision import compute_context, default_device, resolve_precision
+from rewardkit.precision import compute_context, compute_dtype, default_device, resolve_precision
 from rewardkit.text import Encoded
 
 
@@ -29,6 +29,7 @@ class RewardModelScorer:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
+        self.model.compute_dtype = compute_dtype(self.precision)
         self.planner = Planner(self.model, batch_tokens=batch_tokens, share_prefix=share_prefix,
                                max_batch_size=max_batch_size)
 

@@ -27,7 +27,7 @@ from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.errors import RewardkitError
 from rewardkit.losses import compute_loss
 from rewardkit.models.reward_model import RewardModel
-from rewardkit.precision import compute_context, resolve_precision
+from rewardkit.precision import compute_context, compute_dtype, resolve_precision
 from rewardkit.batching import Planner
 from rewardkit.train.batches import build_examples, collate_examples, epoch_batches, fill, forward_parts, shard
 from rewardkit.train.checkpoint import (
@@ -120,6 +120,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         use_fast_attention(core.hf_model)  # CPU flash attention's backward is slow on short sequences
 
     sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    # bf16 copies of the weights in each pass (fp32 master weights); sharded backends cast their own shards.
+    core.compute_dtype = None if sharded else compute_dtype(precision)
     step, start_epoch, start_batch, best = 0, 0, 0, None
     if resume_state and sharded:
         raise RewardkitError("resuming under FSDP or DeepSpeed is not supported yet (the optimizer state is "
@@ -296,9 +298,14 @@ def evaluate_model(model: RewardModel, records, device, precision: str, info: di
     from rewardkit.eval import evaluate
     from rewardkit.models.rm_scorer import RewardModelScorer
 
-    scorer = RewardModelScorer(model, device=device, precision=precision)
-    results = scorer.score(records)
-    return evaluate(records, results, scorer.describe(), skipped=info.get("skipped", 0))
+    previous = model.compute_dtype
+    try:
+        scorer = RewardModelScorer(model, device=device, precision=precision)
+        results = scorer.score(records)
+        return evaluate(records, results, scorer.describe(), skipped=info.get("skipped", 0))
+    finally:  # training goes on with its own setting, and without the scorer's cached weight copies
+        model.compute_dtype = previous
+        model.clear_cast_cache()
 
 
 def _teacher_scores(config: TrainConfig, records, device) -> dict[str, list[float]]:
