@@ -51,8 +51,10 @@ def plain_loop(path: Path, items: list[ScoreItem], max_length: int, bf16: bool) 
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     tok.truncation_side = "left"  # keep the response end, where the score is read
     t0 = time.perf_counter()
-    texts = [tok.apply_chat_template(it.prompt + [{"role": "assistant", "content": r.content}], tokenize=False)
-             for it in items for r in it.responses]
+    # The rendering ends "<|im_end|>\n"; without the newline the score is read at the end-of-turn token, as
+    # rewardkit reads it, so the two sides' scores can be compared.
+    texts = [tok.apply_chat_template(it.prompt + [{"role": "assistant", "content": r.content}],
+                                     tokenize=False).rstrip("\n") for it in items for r in it.responses]
     scores = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(texts), PLAIN_BATCH):

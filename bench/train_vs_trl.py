@@ -8,10 +8,11 @@ rest test), same max length, batch, epochs, learning rate, schedule, seed and in
     .venv/bin/python bench/train_vs_trl.py --model smollm2 --limit 256   # the causal backbone
 
 Counting is honest on both sides:
-- throughput is pairs per second of the training call (TRL: trainer.train(); rewardkit: train(), which also
-  tokenizes, plans batches and writes checkpoints), counting the pairs each tool really trained on. TRL
-  silently drops pairs where either sequence exceeds max_length; rewardkit keeps every pair and truncates the
-  prompt from the left, so it trains on more (and longer) pairs.
+- both get the same train pairs: those whose sequences fit in max_length (TRL silently drops the others;
+  rewardkit would keep them, truncating the prompt from the left). Counted are the pairs each really trained on.
+- throughput is pairs per second of the training call (TRL: trainer.train(), after its tokenizing; rewardkit:
+  train(), which also loads the model, tokenizes, plans batches and writes checkpoints); rewardkit's training
+  steps alone are printed too.
 - accuracy is strict (ties wrong) on every test pair: TRL's model scores its own text form truncated from the
   right, as TRL trains it; rewardkit's model scores through rewardkit. TRL's accuracy on only the test pairs
   it would have kept is printed too.
@@ -78,25 +79,24 @@ def trl_run(model_name: str, train_records, test_records, precision: str, workdi
     seconds = time.perf_counter() - t0
     model = trainer.model.eval()
 
-    def score(text_pairs):
+    def text(prompt, response: str) -> str:
+        """The text TRL trained on: the chat template's rendering, or HH's transcript form."""
+        if chat:
+            return tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
+        return hh_text(prompt) + " " + response
+
+    def score(texts):
         out = []
         with torch.inference_mode():
-            for i in range(0, len(text_pairs), 32):
-                enc = tok([p + c for p, c in text_pairs[i:i + 32]], truncation=True, max_length=MAX_LENGTH,
-                          padding=True, return_tensors="pt", add_special_tokens=not chat)
+            for i in range(0, len(texts), 32):
+                enc = tok(texts[i:i + 32], truncation=True, max_length=MAX_LENGTH, padding=True,
+                          return_tensors="pt", add_special_tokens=not chat)
                 out += model(**enc).logits[:, 0].float().tolist()
         return out
 
-    def text(prompt) -> str:
-        if chat:
-            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return hh_text(prompt)
-
-    prompts = [text(r.prompt) for r in test_records]
-    chosen = score([(p, " " + r.responses[0].content) for p, r in zip(prompts, test_records)])
-    rejected = score([(p, " " + r.responses[1].content) for p, r in zip(prompts, test_records)])
-    fits = [max(len(tok(p + " " + r.responses[k].content)["input_ids"]) for k in (0, 1)) <= MAX_LENGTH
-            for p, r in zip(prompts, test_records)]
+    texts = [[text(r.prompt, resp.content) for resp in r.responses] for r in test_records]
+    chosen, rejected = score([t[0] for t in texts]), score([t[1] for t in texts])
+    fits = [max(len(tok(x, add_special_tokens=not chat)["input_ids"]) for x in t) <= MAX_LENGTH for t in texts]
     correct = [c > r for c, r in zip(chosen, rejected)]
     return {"tool": f"TRL {precision}", "pairs": kept * EPOCHS, "seconds": seconds,
             "accuracy_all": sum(correct) / len(correct),
@@ -115,11 +115,13 @@ def rewardkit_run(model_name: str, train_records, test_records, workdir: Path) -
     scorer = RewardModelScorer(RewardModel.from_pretrained(workdir / "rk" / "last"))
     results = scorer.score(test_records)
     correct = [res.rewards[0] > res.rewards[1] for res in results]
+    fits = [not any(res.truncated) for res in results]  # the test pairs that fit in max_length
     tokens = sum(h["tokens"] for h in result.history)
     flops = training_flops_per_token(scorer.model.hf_model) * tokens / result.train_seconds
     return {"tool": f"rewardkit {scorer.precision}, {scorer.describe()['batch_plan']}", "pairs": result.records_trained,
             "seconds": seconds, "loop_seconds": result.train_seconds, "accuracy_all": sum(correct) / len(correct),
-            "accuracy_kept": None, "n_kept_test": len(correct), "tokens": tokens, "model_tflops": flops / 1e12}
+            "accuracy_kept": sum(c for c, f in zip(correct, fits) if f) / max(1, sum(fits)), "n_kept_test": sum(fits),
+            "tokens": tokens, "model_tflops": flops / 1e12}
 
 
 def main() -> int:
@@ -131,8 +133,13 @@ def main() -> int:
     data_path = harmless_path()
     loaded = load_records(data_path)
     train_records, test_records = agreed_split(loaded, "train"), agreed_split(loaded, "test")
-    if args.limit:
-        train_records = train_records[: args.limit]
+    # TRL drops every pair with a sequence over max_length; both tools get only the pairs that fit, so they
+    # train on the same pairs (rewardkit would otherwise also train on the longer pairs, truncated).
+    text = RewardModel.from_pretrained(args.model, max_length=MAX_LENGTH).text
+    fitting = [r for r in train_records
+               if all(text.encode(r.prompt, resp.content).truncated == 0 for resp in r.responses)]
+    print(f"{len(fitting)} of {len(train_records)} train pairs fit in {MAX_LENGTH} tokens")
+    train_records = fitting[: args.limit] if args.limit else fitting
     print(f"HH-RLHF harmless-base: {len(train_records)} train pairs, {len(test_records)} test pairs; {args.model}, "
           f"max_length {MAX_LENGTH}, batch {BATCH}, {EPOCHS} epoch, lr {LR}, {torch.get_num_threads()} threads")
     peak = matmul_peak_tflops()
@@ -147,7 +154,7 @@ def main() -> int:
     peak = max(peak, matmul_peak_tflops())  # measured again after: this machine's speed drifts
     ours = rows[0]["pairs"] / rows[0]["seconds"]
     print(f"\n| tool | pairs trained | seconds | pairs/s | rewardkit speed-up | accuracy, all {len(test_records)} "
-          f"test pairs | accuracy, test pairs TRL keeps |")
+          f"test pairs | accuracy, test pairs that fit max_length |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         rate = r["pairs"] / r["seconds"]
