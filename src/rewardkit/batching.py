@@ -92,6 +92,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def padded_score_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b,) flat positions into (b * seq_len) of each padded row's last real token."""
+    rows = torch.arange(attention_mask.shape[0], device=attention_mask.device)
+    return rows * attention_mask.shape[-1] + last_token_index(attention_mask)
+
+
 def plan_padded(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> BatchPlan:
     """One sequence per row, each padded to the batch's own longest row."""
     width = max(len(e.input_ids) for e in encoded)
@@ -105,8 +111,7 @@ def plan_padded(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "ri
         mask[row, cols] = 1
         if types is not None:
             types[row, cols] = torch.tensor(e.token_type_ids)
-    score_index = torch.arange(len(encoded)) * width + last_token_index(mask)
-    return BatchPlan(ids, position_ids_from_mask(mask), mask, score_index, types, int(mask.sum()))
+    return BatchPlan(ids, position_ids_from_mask(mask), mask, padded_score_index(mask), types, int(mask.sum()))
 
 
 # -- packed plans with shared prefixes (causal backbones) ----------------------------------------------------

@@ -142,8 +142,9 @@ class RewardModel(nn.Module):
     `compute_dtype` (None: the parameters' own dtype): when set to bf16, every forward pass computes with bf16
     copies of the parameters, cast inside the pass, while the parameters themselves (what the optimizer updates
     and checkpoints hold) stay fp32. Activations then stay bf16 from layer to layer, which on a CPU saves the
-    per-layer casts and fp32 elementwise work that autocast leaves in (it was 2-3x faster for SmolLM2 training);
-    gradients flow back through the casts into the fp32 parameters. The output layer always computes in fp32.
+    per-layer casts and fp32 elementwise work that autocast leaves in (SmolLM2 training steps on the 2-core AMX
+    CPU: 5-38% faster in interleaved A/B runs); gradients flow back through the casts into the fp32 parameters.
+    The output layer always computes in fp32.
     """
 
     def __init__(self, model: nn.Module, tokenizer, meta: RewardModelMeta):
@@ -317,11 +318,9 @@ class RewardModel(nn.Module):
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             return self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         if score_index is None:
-            from rewardkit.batching import last_token_index
+            from rewardkit.batching import padded_score_index
 
-            width = attention_mask.shape[-1]
-            score_index = torch.arange(len(input_ids), device=input_ids.device) * width + last_token_index(
-                attention_mask)
+            score_index = padded_score_index(attention_mask)
         hf = self.hf_model
         hidden = self._backbone(input_ids, attention_mask, position_ids)  # (rows, width, h)
         return hf.score(hidden.flatten(0, 1)[score_index])  # (n, n_objectives)
