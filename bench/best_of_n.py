@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import harmless_path
+from common import bench_device, device_name, harmless_path, synchronize
 
 import torch  # noqa: E402
 
@@ -47,27 +47,35 @@ def plain_loop(path: Path, items: list[ScoreItem], max_length: int, bf16: bool) 
     """What users write today: render, tokenize, pad, score, batch after batch."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    device = bench_device()
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
     tok.truncation_side = "left"  # keep the response end, where the score is read
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        model(**tok(["warm-up"], return_tensors="pt").to(device))  # outside the timing, as rewardkit gets one
+    synchronize(device)
     t0 = time.perf_counter()
     # The rendering ends "<|im_end|>\n"; without the newline the score is read at the end-of-turn token, as
     # rewardkit reads it, so the two sides' scores can be compared.
     texts = [tok.apply_chat_template(it.prompt + [{"role": "assistant", "content": r.content}],
                                      tokenize=False).rstrip("\n") for it in items for r in it.responses]
     scores = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(texts), PLAIN_BATCH):
             enc = tok(texts[i:i + PLAIN_BATCH], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt", add_special_tokens=False)
+                      return_tensors="pt", add_special_tokens=False).to(device)
             scores += model(**enc).logits[:, 0].float().tolist()
+    synchronize(device)
     return scores, time.perf_counter() - t0
 
 
 def rewardkit_scores(path: Path, items: list[ScoreItem], precision: str) -> tuple[list[float], float, str]:
-    scorer = RewardModelScorer(RewardModel.from_pretrained(path), precision=precision)
+    scorer = RewardModelScorer(RewardModel.from_pretrained(path), precision=precision, device=bench_device())
+    scorer.score(items[:1])  # warm-up outside the timing, as the plain loop gets one
+    synchronize(scorer.device)
     t0 = time.perf_counter()
     results = scorer.score(items)
+    synchronize(scorer.device)
     seconds = time.perf_counter() - t0
     d = scorer.describe()
     return [x for res in results for x in res.rewards], seconds, f"{d['precision']}, {d['batch_plan']}"
@@ -93,7 +101,7 @@ def main() -> int:
             scores, seconds, how = rewardkit_scores(path, items, precision)
             rows.append((f"rewardkit ({how})", scores, seconds))
     print(f"best-of-{args.n}: {len(items)} HH-RLHF harmless test prompts, {n_seq} (prompt, response) sequences, "
-          f"{args.model}, max_length {args.max_length}, {torch.get_num_threads()} threads\n")
+          f"{args.model}, max_length {args.max_length}, {device_name()}\n")
     print("| scorer | seconds | sequences/s | speed-up vs plain fp32 | max abs score diff vs plain fp32 |")
     print("|---|---|---|---|---|")
     base = rows[0][2]

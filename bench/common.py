@@ -27,17 +27,39 @@ def harmless_path() -> Path:
     return path
 
 
-def matmul_peak_tflops(dtype: torch.dtype = torch.bfloat16, repeats: int = 6) -> float:
-    """Best measured TFLOP/s of square matrix products (1024, 2048 and 4096) on the CPU: the ceiling that
-    utilisation refers to. (On the 2-core AMX CPU this varied from 0.65 to 1.05 for bf16 between sizes and
-    runs, so it is measured in the same run as what it is compared with.)"""
+def bench_device() -> torch.device:
+    """The GPU when there is one (the benchmarks then time the GPU paths), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name() -> str:
+    """What the timings were measured on, for the table's caption."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock timer measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_tflops(dtype: torch.dtype = torch.bfloat16, repeats: int = 6, device: torch.device | None = None
+                       ) -> float:
+    """Best measured TFLOP/s of square matrix products on the device: the ceiling that utilisation refers to.
+    (On the 2-core AMX CPU this varied from 0.65 to 1.05 for bf16 between sizes and runs, so it is measured in
+    the same run as what it is compared with.) The GPU gets larger sizes, which it needs to reach its peak."""
+    device = device or torch.device("cpu")
     best = 0.0
-    for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for n in (1024, 2048, 4096) if device.type == "cpu" else (4096, 8192):
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         torch.mm(a, b)  # warm-up
         for _ in range(repeats):
+            synchronize(device)
             t0 = time.perf_counter()
             torch.mm(a, b)
+            synchronize(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e12)
     return best
 

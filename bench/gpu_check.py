@@ -10,6 +10,7 @@ Checks (each prints PASS/FAIL and goes into OUTDIR/gpu_check.json):
    and bf16 autocast stays close (the output layer runs in fp32);
 3. training on the GPU (bf16) lowers the loss, and an interrupted run resumed from its checkpoint follows the
    uninterrupted loss trajectory;
+   and prefix-shared (packed) scores equal padded ones on the GPU;
 4. throughput of a MiniLM-architecture encoder (random weights, the real tokenizer; the weights are not needed
    for speed): training pairs/s and scoring sequences/s, fp32 vs bf16, on the synthetic task.
 """
@@ -81,6 +82,10 @@ def main() -> int:
     check("gpu_left_padding_equals_right", max(abs(a - b) for a, b in zip(left, on_gpu)) < 1e-4,
           max_abs_diff=max(abs(a - b) for a, b in zip(left, on_gpu)))
     model.meta.padding_side = "right"
+    packed = RewardModelScorer(model, device=gpu, precision="fp32")
+    padded = flat(RewardModelScorer(model, device=gpu, precision="fp32", share_prefix=False).score(items))
+    check("gpu_prefix_sharing_equals_padded", max(abs(a - b) for a, b in zip(padded, on_gpu)) < 1e-4,
+          plan=packed.describe()["batch_plan"], max_abs_diff=max(abs(a - b) for a, b in zip(padded, on_gpu)))
     bf16 = flat(RewardModelScorer(model, device=gpu, precision="bf16").score(items))
     spread = max(on_gpu) - min(on_gpu)
     check("gpu_bf16_close_to_fp32", max(abs(a - b) for a, b in zip(bf16, on_gpu)) < 0.05 * max(spread, 1e-3),

@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import harmless_path, matmul_peak_tflops, training_flops_per_token
+from common import (bench_device, device_name, harmless_path, matmul_peak_tflops, synchronize,
+                    training_flops_per_token)
 
 import torch  # noqa: E402
 
@@ -69,13 +70,15 @@ def trl_run(model_name: str, train_records, test_records, precision: str, workdi
     args = RewardConfig(output_dir=str(workdir / f"trl-{precision}"), per_device_train_batch_size=BATCH,
                         num_train_epochs=EPOCHS, learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.03,
                         max_length=MAX_LENGTH, bf16=precision == "bf16", gradient_checkpointing=False,
-                        save_strategy="no", report_to=[], logging_steps=50, seed=SEED, use_cpu=True,
+                        save_strategy="no", report_to=[], logging_steps=50, seed=SEED,
+                        use_cpu=bench_device().type == "cpu",
                         dataloader_num_workers=0, disable_tqdm=True,
                         **({} if chat else {"eos_token": tok.sep_token}))  # BERT has no EOS; TRL appends one
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     kept = len(trainer.train_dataset)
     t0 = time.perf_counter()
     trainer.train()
+    synchronize(model.device)
     seconds = time.perf_counter() - t0
     model = trainer.model.eval()
 
@@ -90,7 +93,7 @@ def trl_run(model_name: str, train_records, test_records, precision: str, workdi
         with torch.inference_mode():
             for i in range(0, len(texts), 32):
                 enc = tok(texts[i:i + 32], truncation=True, max_length=MAX_LENGTH, padding=True,
-                          return_tensors="pt", add_special_tokens=not chat)
+                          return_tensors="pt", add_special_tokens=not chat).to(model.device)
                 out += model(**enc).logits[:, 0].float().tolist()
         return out
 
@@ -141,9 +144,11 @@ def main() -> int:
     print(f"{len(fitting)} of {len(train_records)} train pairs fit in {MAX_LENGTH} tokens")
     train_records = fitting[: args.limit] if args.limit else fitting
     print(f"HH-RLHF harmless-base: {len(train_records)} train pairs, {len(test_records)} test pairs; {args.model}, "
-          f"max_length {MAX_LENGTH}, batch {BATCH}, {EPOCHS} epoch, lr {LR}, {torch.get_num_threads()} threads")
-    peak = matmul_peak_tflops()
-    print(f"measured matrix-product peak: bf16 {peak:.2f} TFLOP/s, fp32 {matmul_peak_tflops(torch.float32):.2f}")
+          f"max_length {MAX_LENGTH}, batch {BATCH}, {EPOCHS} epoch, lr {LR}, {device_name()}")
+    device = bench_device()
+    peak = matmul_peak_tflops(device=device)
+    print(f"measured matrix-product peak: bf16 {peak:.2f} TFLOP/s, "
+          f"fp32 {matmul_peak_tflops(torch.float32, device=device):.2f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(rewardkit_run(args.model, train_records, test_records, Path(tmp)))
@@ -151,7 +156,7 @@ def main() -> int:
         for precision in args.trl_precision.split(","):
             rows.append(trl_run(args.model, train_records, test_records, precision.strip(), Path(tmp)))
             print(f"TRL: {rows[-1]}", flush=True)
-    peak = max(peak, matmul_peak_tflops())  # measured again after: this machine's speed drifts
+    peak = max(peak, matmul_peak_tflops(device=device))  # measured again after: this machine's speed drifts
     ours = rows[0]["pairs"] / rows[0]["seconds"]
     print(f"\n| tool | pairs trained | seconds | pairs/s | rewardkit speed-up | accuracy, all {len(test_records)} "
           f"test pairs | accuracy, test pairs that fit max_length |")
