@@ -25,8 +25,10 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 # -- shared options ----------------------------------------------------------------------------------------------
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Reward model: a directory, a hub id, or a "
-                                                               "packaged offline backbone: 'minilm' or 'smollm2'.")]
+MODEL_HELP = ("A reward model (a directory, a hub id, or a packaged offline backbone: 'minilm' or 'smollm2'); "
+              "'dpo:POLICY[@REFERENCE][?beta=0.1&mode=avg]' for a DPO policy read as an implicit reward model; "
+              "'judge:MODEL' or 'judge:http://HOST/v1?model=NAME' for an LLM judge.")
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected when left out.")]
 MapOpt = Annotated[Optional[str], typer.Option(
     "--map", help="Field mapping canonical=source, comma-separated, e.g. prompt=question,chosen=good.")]
@@ -41,6 +43,8 @@ SharePrefixOpt = Annotated[Optional[bool], typer.Option(
 TemplateOpt = Annotated[Optional[Path], typer.Option(
     "--chat-template", help="A Jinja chat template file to render conversations with.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")]
+LengthCalibrationOpt = Annotated[Optional[Path], typer.Option(
+    "--length-calibration", help="Subtract the reward-length trend saved by `rewardkit calibrate-length`.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="all, or the agreed line-order split: train "
                                                        "(first 80%) or test (last 20%).")]
 
@@ -85,8 +89,8 @@ def quiet_transformers() -> None:
 
 
 def load_scorer(model: str, max_length: int | None, chat_template: Path | None, precision: str,
-                batch_tokens: int, share_prefix: bool | None = None):
-    from rewardkit.models.rm_scorer import RewardModelScorer
+                batch_tokens: int, share_prefix: bool | None = None, length_calibration: Path | None = None):
+    from rewardkit.models.spec import load_scorer as load
 
     template = None
     if chat_template is not None:
@@ -94,9 +98,9 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
             raise RewardkitError(f"--chat-template: {chat_template} is not a file")
         template = chat_template.read_text()
     with console.status(f"loading {model}"):
-        return RewardModelScorer.from_pretrained(model, max_length=max_length, chat_template=template,
-                                                 precision=precision, batch_tokens=batch_tokens,
-                                                 share_prefix=share_prefix)
+        return load(model, max_length=max_length, chat_template=template, precision=precision,
+                    batch_tokens=batch_tokens, share_prefix=share_prefix,
+                    length_calibration=str(length_calibration) if length_calibration else None)
 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
@@ -130,6 +134,7 @@ def score(model: ModelOpt,
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
           share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, limit: LimitOpt = None,
+          length_calibration: LengthCalibrationOpt = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False):
     """Score every response of every record; an interrupted run resumes where it stopped."""
     from rewardkit.data import LoadStats, iter_records
@@ -141,7 +146,8 @@ def score(model: ModelOpt,
             raise RewardkitError(f"{output} already exists; pass --overwrite to replace it")
         stats = LoadStats()
         records = iter_records(input, format, parse_field_map(map), skip_bad=skip_bad, limit=limit, stats=stats)
-        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
+                             length_calibration)
         if partial_path(output).exists():
             console.print(f"resuming from {partial_path(output)}")
         with progress_bar("scoring", None) as bar:
@@ -161,25 +167,46 @@ def evaluate_cmd(model: ModelOpt,
                  split: SplitOpt = "all", limit: LimitOpt = None, max_length: MaxLenOpt = None,
                  precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
                  share_prefix: SharePrefixOpt = None,
-                 chat_template: TemplateOpt = None):
-    """Evaluate a reward model: strict accuracy, per subset, calibration and length bias."""
+                 chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None,
+                 benchmark: Annotated[Optional[str], typer.Option(
+                     "--benchmark", help="Also score the data as this benchmark, in its official format: "
+                                         "rewardbench, rewardbench2, rm_bench or processbench.")] = None,
+                 threshold: Annotated[Optional[float], typer.Option(
+                     "--threshold", help="processbench: the step score below which a step is judged wrong.")] = None,
+                 tune_data: Annotated[Optional[Path], typer.Option(
+                     "--tune-data", help="processbench: data to tune the threshold on (the benchmark uses "
+                                         "its GSM8K split); default: the data's own gsm8k split.")] = None):
+    """Evaluate any Scorer: strict accuracy, per subset, calibration and length bias; with --benchmark, the
+    benchmark's own scores too (report.json gets them under the benchmark's name)."""
     with user_errors():
         quiet_transformers()
         loaded = load_data(data, format, map, skip_bad, limit, split)
-        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
-        run_evaluation(scorer, loaded, report, data_label=f"{data} ({split})")
+        tune = load_data(tune_data, format, map, skip_bad, None).records if tune_data else None
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
+                             length_calibration)
+        run_evaluation(scorer, loaded, report, data_label=f"{data} ({split})", benchmark=benchmark,
+                       tune_records=tune, threshold=threshold)
 
 
-def run_evaluation(scorer, loaded, report_dir: Path, data_label: str) -> dict:
+def run_evaluation(scorer, loaded, report_dir: Path, data_label: str, benchmark: str | None = None,
+                   tune_records=None, threshold: float | None = None) -> dict:
     """Score, evaluate, write report.json / report.md / reliability.png and scores.jsonl; print a summary."""
     from rewardkit.eval import evaluate, write_report
+    from rewardkit.eval.benchmarks import run_benchmark
     from rewardkit.io import atomic_open
 
     import json
 
-    results = score_with_progress(scorer, loaded.records)
+    if benchmark:
+        with console.status(f"scoring {len(loaded.records)} records for {benchmark}"):
+            results, bench_report = run_benchmark(benchmark, scorer, loaded.records, tune_records=tune_records,
+                                                  threshold=threshold)
+    else:
+        results = score_with_progress(scorer, loaded.records)
     report = evaluate(loaded.records, results, scorer.describe(), skipped=loaded.skipped)
     report["data"] = {"path": data_label, "format": loaded.format}
+    if benchmark:
+        report[benchmark] = bench_report
     paths = write_report(report, report_dir)
     with atomic_open(Path(report_dir) / "scores.jsonl") as f:
         for record, result in zip(loaded.records, results):
@@ -205,7 +232,135 @@ def print_summary(report: dict, paths: dict) -> None:
     corr = report.get("length_correlation") or {}
     console.print(f"ECE {num(report.get('ece'))}  Brier {num(report.get('brier'))}  "
                   f"reward-length Pearson {num(corr.get('pearson'))}")
+    for name in ("rewardbench", "rewardbench2", "rm_bench", "processbench"):
+        if name in report:
+            console.print(f"[bold]{name}[/] {benchmark_headline(name, report[name])}")
     console.print(f"report: {paths['markdown']}")
+
+
+def benchmark_headline(name: str, bench: dict) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}"
+
+    if name == "rewardbench":
+        return "  ".join(f"{k} {pct(v)}" for k, v in bench["sections"].items()) + f"  overall {pct(bench['overall'])}"
+    if name == "rewardbench2":
+        return "  ".join(f"{k} {pct(v['score'])}" for k, v in bench["subsets"].items()) + \
+            f"  overall {pct(bench['overall'])}"
+    if name == "rm_bench":
+        return f"easy {pct(bench['easy'])}  normal {pct(bench['normal'])}  hard {pct(bench['hard'])}  " \
+               f"overall {pct(bench['overall'])}"
+    return "  ".join(f"F1 {k} {pct(v)}" for k, v in bench["f1"].items()) + \
+        f"  (threshold {bench['threshold']:.4g}, {bench['threshold_source']})"
+
+
+@app.command()
+def probe(model: ModelOpt,
+          data: Annotated[Path, typer.Option("--data", "-d", help="Records whose responses to transform.")],
+          out: Annotated[Path, typer.Option("--out", "-o", help="Directory for probe.json, probe.md, probe.png.")],
+          transforms: Annotated[Optional[str], typer.Option(
+              "--transforms", help="Comma-separated transform names (default: all; --list-transforms).")] = None,
+          responses: Annotated[str, typer.Option(
+              "--responses", help="chosen (the preferred response of each record) or all.")] = "chosen",
+          seed: Annotated[int, typer.Option("--seed")] = 0,
+          bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the CIs.")] = 1000,
+          list_transforms: Annotated[bool, typer.Option("--list-transforms", help="List the transforms and exit.")]
+          = False,
+          format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
+          limit: LimitOpt = None, max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto",
+          batch_tokens: BatchTokensOpt = 16384, share_prefix: SharePrefixOpt = None,
+          chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None):
+    """Reward-hacking probes: transform responses (flattery, padding, fake citations, ...) and report, per
+    transform, how often the reward rose and by how much, flagging the ones the model is exploitable by."""
+    from rewardkit.eval.probes import TRANSFORMS, get_transforms, run_probes, write_probe_report
+
+    if list_transforms:
+        for t in TRANSFORMS.values():
+            print(f"{t.name:24} {t.kind:10} {t.description}")
+        return
+    with user_errors():
+        quiet_transformers()
+        try:
+            chosen = get_transforms(transforms)
+        except ValueError as e:
+            raise RewardkitError(f"--transforms: {e}") from None
+        loaded = load_data(data, format, map, skip_bad, limit, split)
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
+                             length_calibration)
+        with console.status(f"probing {len(loaded.records)} records with {len(chosen)} transforms"):
+            report = run_probes(scorer, loaded.records, chosen, seed=seed, bootstrap=bootstrap,
+                                responses=responses)
+        report["data"] = {"path": f"{data} ({split})", "format": loaded.format}
+        paths = write_probe_report(report, out)
+        for name, t in report["transforms"].items():
+            flag = "  [bold red]EXPLOITABLE[/]" if t["exploitable"] else ""
+            win = "n/a" if t["win_rate"] is None else f"{100 * t['win_rate']:.1f}%"
+            mean = "n/a" if t["mean_delta"] is None else f"{t['mean_delta']:+.4f}"
+            console.print(f"  {name:24} {t['class']:10} reward rose {win:>6}  mean Δr {mean}{flag}")
+        console.print(f"report: {paths['markdown']}")
+
+
+@app.command()
+def compare(models: Annotated[list[str], typer.Option(
+                "--model", "-m", help="A model to compare, as NAME=SPEC or SPEC (repeat; SPEC as in eval).")],
+            data: Annotated[Path, typer.Option("--data", "-d", help="Preference data all models score.")],
+            out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.json/.md/.png.")],
+            top_k: Annotated[int, typer.Option("--top-k", help="Disagreements to show per pair of models.")] = 10,
+            format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
+            limit: LimitOpt = None, max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto",
+            batch_tokens: BatchTokensOpt = 16384, chat_template: TemplateOpt = None):
+    """Evaluate several Scorers on the same data: accuracy per subset side by side, calibration, length bias,
+    agreement between them and the examples they disagree on most."""
+    from rewardkit.eval.compare import compare_scorers, write_comparison
+    from rewardkit.models.spec import named_specs
+
+    with user_errors():
+        quiet_transformers()
+        specs = named_specs(models)
+        if len(specs) < 2:
+            raise RewardkitError("compare needs at least two --model options")
+        loaded = load_data(data, format, map, skip_bad, limit, split)
+        results = {}
+        for name, spec in specs:
+            scorer = load_scorer(spec, max_length, chat_template, precision, batch_tokens)
+            console.print(f"scoring with {name}")
+            results[name] = (scorer, score_with_progress(scorer, loaded.records))
+        report = compare_scorers({n: s for n, (s, _) in results.items()}, loaded.records,
+                                 results={n: r for n, (_, r) in results.items()}, top_k=top_k)
+        report["data"] = {"path": f"{data} ({split})", "format": loaded.format}
+        paths = write_comparison(report, out)
+        for name, row in report["summary"].items():
+            acc = "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
+            console.print(f"  {name}: accuracy {acc}")
+        for row in report["agreement"]:
+            agree = "n/a" if row["agreement"] is None else f"{100 * row['agreement']:.1f}%"
+            console.print(f"  {row['a']} vs {row['b']}: agree on {agree} of {row['n_pairs']} pairs")
+        console.print(f"report: {paths['markdown']}")
+
+
+@app.command("calibrate-length")
+def calibrate_length(model: ModelOpt,
+                     data: Annotated[Path, typer.Option("--data", "-d", help="Reference responses to fit on.")],
+                     out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the fitted calibration.")],
+                     method: Annotated[str, typer.Option("--method", help="lowess or linear.")] = "lowess",
+                     format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
+                     split: SplitOpt = "all", limit: LimitOpt = None, max_length: MaxLenOpt = None,
+                     precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
+                     chat_template: TemplateOpt = None):
+    """Fit the post-hoc length calibration (METHODS 3.2) of a model on reference data; use it with
+    --length-calibration on score, eval and probe."""
+    from rewardkit.eval.length import LengthCalibratedScorer
+
+    with user_errors():
+        quiet_transformers()
+        loaded = load_data(data, format, map, skip_bad, limit, split)
+        base = load_scorer(model, max_length, chat_template, precision, batch_tokens)
+        results = score_with_progress(base, loaded.records)
+        calibrated = LengthCalibratedScorer.fit(base, loaded.records, method=method, reference_results=results)
+        calibrated.save(out)
+        summary = calibrated.calibration.summary()
+        console.print(f"fitted a {summary['method']} length calibration on {summary['n_reference']} responses "
+                      f"({summary['unit']}); wrote {out}")
 
 
 @data_app.command("inspect")

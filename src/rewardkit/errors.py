@@ -20,3 +20,8 @@ class DataError(RewardkitError):
 
 class ModelError(RewardkitError):
     """A model path, checkpoint or metadata file that cannot be used."""
+
+
+def first_line(e: Exception) -> str:
+    """The first line of an exception's message (or its type), for one-line error reports."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -79,22 +79,22 @@ class TextEncoder:
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or PLAIN_CHAT_TEMPLATE
         self.max_length = max_length
         self.append_eos = append_eos
-        self._single = _special_layout(tokenizer, pair=False)
-        self._pair = _special_layout(tokenizer, pair=True) if mode == "pair" else None
+        self._single = special_layout(tokenizer, pair=False)
+        self._pair = special_layout(tokenizer, pair=True) if mode == "pair" else None
 
     # -- rendering -----------------------------------------------------------------------------------------
     def render(self, prompt: list[Message], response: str) -> tuple[str, str]:
         """The prompt string and the full conversation string (chat mode). The prompt string is the
         rendering with the generation prompt when that is a prefix of the full rendering, else without."""
-        full = self._apply(prompt + [{"role": "assistant", "content": response}], generation_prompt=False)
+        full = self.apply_template(prompt + [{"role": "assistant", "content": response}], generation_prompt=False)
         for generation_prompt in (True, False):
-            head = self._apply(prompt, generation_prompt=generation_prompt)
+            head = self.apply_template(prompt, generation_prompt=generation_prompt)
             if full.startswith(head):
                 return head, full
         # A template that rewrites earlier turns once an answer follows: fall back to the common prefix.
-        return full[: _common_prefix_len(head, full)], full
+        return full[: common_prefix_length(head, full)], full
 
-    def _apply(self, messages: list[Message], *, generation_prompt: bool) -> str:
+    def apply_template(self, messages: list[Message], *, generation_prompt: bool) -> str:
         try:
             return self.tokenizer.apply_chat_template(
                 messages, chat_template=self.chat_template, tokenize=False,
@@ -106,13 +106,13 @@ class TextEncoder:
     # -- encoding ------------------------------------------------------------------------------------------
     def encode(self, prompt: list[Message], response: str) -> Encoded:
         if self.mode == "pair":
-            prompt_ids = self._ids(_plain_prompt_text(prompt))
-            response_ids = self._ids(response)
+            prompt_ids = self.token_ids(_plain_prompt_text(prompt))
+            response_ids = self.token_ids(response)
             prefix, middle, suffix = self._pair
         else:
             prompt_str, full = self.render(prompt, response)
-            full_ids = self._ids(full)
-            boundary = _common_prefix_len(self._ids(prompt_str), full_ids)  # a merged token goes right
+            full_ids = self.token_ids(full)
+            boundary = common_prefix_length(self.token_ids(prompt_str), full_ids)  # a merged token goes right
             prompt_ids, response_ids = full_ids[:boundary], full_ids[boundary:]
             prefix, _, suffix = self._single
             if prefix and full_ids[: len(prefix)] == prefix:
@@ -132,9 +132,9 @@ class TextEncoder:
         ids = prefix + prompt_ids + middle + response_ids + suffix
         start = len(prefix) + len(prompt_ids) + len(middle)
         types = [0] * start + [1] * (len(ids) - start) if self._pair is not None else None
-        return Encoded(ids, types, start, len(self._ids(response)), cut_p, cut_r)
+        return Encoded(ids, types, start, len(self.token_ids(response)), cut_p, cut_r)
 
-    def _ids(self, text: str) -> list[int]:
+    def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -146,7 +146,7 @@ def _plain_prompt_text(prompt: list[Message]) -> str:
     return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in prompt)
 
 
-def _common_prefix_len(a: Sequence, b: Sequence) -> int:
+def common_prefix_length(a: Sequence, b: Sequence) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -169,7 +169,7 @@ def _truncate_left(prompt: list[int], response: list[int], max_length: int | Non
     return prompt, response[cut_r:], cut_p, cut_r
 
 
-def _special_layout(tokenizer, *, pair: bool) -> tuple[list[int], list[int], list[int]]:
+def special_layout(tokenizer, *, pair: bool) -> tuple[list[int], list[int], list[int]]:
     """The special tokens the tokenizer wraps content in: (prefix, middle, suffix).
 
     Found by encoding probe words with and without special tokens, so it works for any tokenizer family

@@ -243,7 +243,8 @@ def _generic_response(value: Any, field: str, ctx: RowContext) -> Response:
           "problem, steps, label (index of the earliest wrong step, -1 if none)")
 def convert_processbench(row: dict, ctx: RowContext) -> PreferenceRecord:
     """One step-by-step solution: steps before `label` are correct, the step at `label` is wrong, and the
-    steps after it are unlabeled (None), since ProcessBench only marks the earliest error."""
+    steps after it are unlabeled (None), since ProcessBench only marks the earliest error. The split is the
+    file's name (gsm8k.json -> "gsm8k"), which the benchmark's per-split F1 needs."""
     steps = _texts(row, "steps", ctx)
     label = _require(row, "label", ctx)
     n = len(steps)
@@ -255,7 +256,7 @@ def convert_processbench(row: dict, ctx: RowContext) -> PreferenceRecord:
         prompt=user_prompt(_text(row, "problem", ctx)),
         responses=[Response("\n\n".join(steps), list(steps))],
         step_labels=[labels],
-        meta=_meta("processbench", ctx, earliest_error=label,
+        meta=_meta("processbench", ctx, split=file_stem(ctx.file), earliest_error=label,
                    final_answer_correct=row.get("final_answer_correct"), generator=row.get("generator")),
     )
 

@@ -17,6 +17,7 @@ import numpy as np
 from rewardkit.data.record import PreferenceRecord
 from rewardkit.errors import DataError
 from rewardkit.eval import metrics
+from rewardkit.io import json_ready
 from rewardkit.models.scorer import ScoreResult
 
 
@@ -101,7 +102,7 @@ def evaluate(
         "skipped": skipped,
         "scorer": dict(describe) if describe is not None else None,
     }
-    return _json_clean(report)
+    return json_ready(report)
 
 
 def _check_result(rec: PreferenceRecord, res: ScoreResult) -> None:
@@ -144,20 +145,3 @@ def _stats(x: np.ndarray) -> dict[str, float | None]:
     if not len(x):
         return {"mean": None, "std": None, "min": None, "max": None}
     return {"mean": x.mean(), "std": x.std(), "min": x.min(), "max": x.max()}
-
-
-def _json_clean(obj: Any) -> Any:
-    """Plain Python types only: NumPy scalars unwrapped, NaN and ±inf to None, unknown objects to str."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)  # e.g. a torch.dtype in a scorer description

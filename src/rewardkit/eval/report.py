@@ -41,7 +41,7 @@ def _pct(x: Any) -> str:
     return "—" if x is None else f"{100 * x:.2f}%"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
@@ -69,7 +69,7 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
         "over max(p, 1 − p).",
         "",
     ]
-    lines += _table(
+    lines += markdown_table(
         ["ECE", "MCE", "Brier", "NLL", "fitted T (in-sample)"],
         [[_num(r("ece")), _num(r("mce")), _num(r("brier")), _num(r("nll")),
           _num(r("fitted_temperature"), 3)]],
@@ -93,7 +93,7 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
         [label, _pct((split.get(key) or {}).get("accuracy")), str((split.get(key) or {}).get("n", 0))]
         for key, label in groups
     ]
-    lines += _table(["pairs", "accuracy", "n"], rows)
+    lines += markdown_table(["pairs", "accuracy", "n"], rows)
     lines += [
         "",
         f"Gap (chosen longer − chosen shorter): {_num(split.get('gap'), 3)}. "
@@ -103,7 +103,7 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
     subsets = r("subsets") or {}
     if subsets:
         lines += ["", "## Subsets", ""]
-        lines += _table(
+        lines += markdown_table(
             ["subset", "accuracy", "records", "comparisons"],
             [[name, _pct(s.get("accuracy")), str(s.get("n")), str(s.get("n_comparisons"))]
              for name, s in subsets.items()],
@@ -121,7 +121,7 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
     scorer = r("scorer")
     lines += ["", "## Scorer", ""]
     if scorer:
-        lines += _table(["setting", "value"], [[str(k), f"`{v}`"] for k, v in scorer.items()])
+        lines += markdown_table(["setting", "value"], [[str(k), f"`{v}`"] for k, v in scorer.items()])
     else:
         lines.append("No scorer description was recorded.")
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rewardkit.errors import ModelError
+from rewardkit.errors import ModelError, first_line
 from rewardkit.io import atomic_directory
 from rewardkit.text import TextEncoder
 
@@ -78,7 +78,7 @@ def load_tokenizer(name: str | os.PathLike):
     try:
         return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load a tokenizer from {str(name)!r}: {_first_line(e)}") from e
+        raise ModelError(f"cannot load a tokenizer from {str(name)!r}: {first_line(e)}") from e
 
 
 @dataclass
@@ -185,7 +185,7 @@ class RewardModel(nn.Module):
             config = AutoConfig.from_pretrained(path, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         except (OSError, ValueError, ImportError) as e:  # ImportError: a GGUF file without `gguf` installed
-            raise ModelError(f"cannot load a model from {name_or_path!r}: {_first_line(e)}") from e
+            raise ModelError(f"cannot load a model from {name_or_path!r}: {first_line(e)}") from e
 
         is_reward_model = any("ForSequenceClassification" in a for a in (config.architectures or []))
         n_out = len(meta.objectives) if meta else len(objectives or ["reward"])
@@ -198,7 +198,7 @@ class RewardModel(nn.Module):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     path, num_labels=n_out, dtype=dtype, **kwargs)
             except (OSError, ValueError, ImportError) as e:
-                raise ModelError(f"cannot load {name_or_path!r} as a reward model: {_first_line(e)}") from e
+                raise ModelError(f"cannot load {name_or_path!r} as a reward model: {first_line(e)}") from e
 
         if gguf_file:
             # transformers dequantizes GGUF weights on load but keeps marking the model as quantized, which
@@ -242,7 +242,7 @@ class RewardModel(nn.Module):
         try:
             peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=True)
         except (OSError, ValueError) as e:
-            raise ModelError(f"cannot load the LoRA adapter in {path}: {_first_line(e)}") from e
+            raise ModelError(f"cannot load the LoRA adapter in {path}: {first_line(e)}") from e
         meta.max_length = kwargs.get("max_length") or meta.max_length
         return cls(peft_model, base.tokenizer, meta)
 
@@ -469,7 +469,3 @@ def _ensure_distinct_pad(tokenizer, model: nn.Module) -> None:
         tokenizer.add_special_tokens({"pad_token": "<|rewardkit_pad|>"})
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,87 @@
+"""One string names any Scorer, so every command (score, eval, probe, compare) takes every kind of model.
+
+    PATH or NAME                               a reward model: a directory, a hub id or a packaged name (minilm)
+    dpo:POLICY[@REFERENCE][?beta=0.1&mode=avg] a DPO policy read as an implicit reward model (METHODS §7);
+                                               without a reference, a reference-free mode (sum, avg, norm)
+    judge:MODEL[?prompt=ID]                    a local causal LM as a pairwise judge (METHODS §8)
+    judge:http(s)://HOST/v1?model=NAME         any OpenAI-compatible endpoint as a pairwise judge
+
+A NAME=SPEC prefix, where a command takes several models, only names the model in reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from rewardkit.errors import RewardkitError
+from rewardkit.models.scorer import Scorer
+
+IMPLICIT_OPTIONS = {"beta": float, "mode": str}
+JUDGE_OPTIONS = {"model": str, "prompt": str}
+
+
+def split_options(spec: str, allowed: dict[str, type]) -> tuple[str, dict[str, Any]]:
+    """'target?key=value&...' -> (target, {key: typed value}); unknown keys and bad values are clear errors."""
+    target, _, query = spec.partition("?")
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in allowed:
+            raise RewardkitError(f"model spec {spec!r}: unknown option {key!r}; known: {', '.join(allowed)}")
+        try:
+            options[key] = allowed[key](value)
+        except ValueError:
+            raise RewardkitError(f"model spec {spec!r}: {key}={value!r} is not a {allowed[key].__name__}") from None
+    if not target:
+        raise RewardkitError(f"model spec {spec!r} names no model")
+    return target, options
+
+
+def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str | None = None,
+                precision: str = "auto", length_calibration: str | None = None, **reward_model_options) -> Scorer:
+    """The Scorer a spec names (see the module docstring). `reward_model_options` (batch_tokens,
+    share_prefix, ...) apply to reward models; `length_calibration` wraps any Scorer in the post-hoc length
+    calibration saved at that path (rewardkit.eval.length)."""
+    spec = spec.strip()
+    if spec.startswith("dpo:"):
+        from rewardkit.models.implicit import ImplicitRewardScorer
+
+        target, options = split_options(spec[len("dpo:"):], IMPLICIT_OPTIONS)
+        policy, _, reference = target.partition("@")
+        scorer: Scorer = ImplicitRewardScorer.from_pretrained(
+            policy, reference or None, precision=precision, chat_template=chat_template,
+            **({"max_length": max_length} if max_length else {}), **options)
+    elif spec.startswith("judge:"):
+        from rewardkit.models.judge import JudgeScorer
+
+        target, options = split_options(spec[len("judge:"):], JUDGE_OPTIONS)
+        local = {} if target.startswith(("http://", "https://")) else {
+            "precision": precision, "chat_template": chat_template, "max_length": max_length}
+        scorer = JudgeScorer.from_spec(target, **options, **local)
+    else:
+        from rewardkit.models.rm_scorer import RewardModelScorer
+
+        scorer = RewardModelScorer.from_pretrained(spec, max_length=max_length, chat_template=chat_template,
+                                                   precision=precision, **reward_model_options)
+    if length_calibration:
+        from rewardkit.eval.length import LengthCalibratedScorer
+
+        scorer = LengthCalibratedScorer.load(scorer, length_calibration)
+    return scorer
+
+
+def named_specs(specs: list[str]) -> list[tuple[str, str]]:
+    """'NAME=SPEC' or 'SPEC' -> (name, spec); unnamed models are named by their spec, and names must differ."""
+    named = []
+    for spec in specs:
+        name, eq, rest = spec.partition("=")
+        # "judge:http://h/v1?model=x" has '=' inside the spec: a name never contains ':', '/' or '?'
+        if eq and rest and not any(c in name for c in ":/?@"):
+            named.append((name, rest))
+        else:
+            named.append((spec, spec))
+    names = [n for n, _ in named]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RewardkitError(f"two models are named {duplicates[0]!r}; name them NAME=SPEC")
+    return named
