@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rewardkit.errors import RewardkitError
@@ -22,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate, stress-test and serve reward models.")
 data_app = typer.Typer(no_args_is_help=True, help="Look at and convert preference data.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
 
 # -- shared options ----------------------------------------------------------------------------------------------
 MODEL_HELP = ("A reward model (a directory, a hub id, or a packaged offline backbone: 'minilm' or 'smollm2'); "
@@ -67,7 +68,7 @@ def user_errors():
     try:
         yield
     except RewardkitError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -180,6 +181,8 @@ def evaluate_cmd(model: ModelOpt,
     benchmark's own scores too (report.json gets them under the benchmark's name)."""
     with user_errors():
         quiet_transformers()
+        if (threshold is not None or tune_data) and benchmark != "processbench":
+            raise RewardkitError("--threshold and --tune-data apply only to --benchmark processbench")
         loaded = load_data(data, format, map, skip_bad, limit, split)
         tune = load_data(tune_data, format, map, skip_bad, None).records if tune_data else None
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
@@ -226,7 +229,7 @@ def print_summary(report: dict, paths: dict) -> None:
                   f"comparisons ({report.get('n')} records; ties count as wrong)")
     subsets = list((report.get("subsets") or {}).items())
     for name, sub in subsets[:12]:
-        console.print(f"  {name}: {pct(sub.get('accuracy'))} (n={sub.get('n')})")
+        console.print(f"  {escape(str(name))}: {pct(sub.get('accuracy'))} (n={sub.get('n')})")
     if len(subsets) > 12:
         console.print(f"  ... {len(subsets) - 12} more subsets in the report")
     corr = report.get("length_correlation") or {}
@@ -255,9 +258,11 @@ def benchmark_headline(name: str, bench: dict) -> str:
 
 
 @app.command()
-def probe(model: ModelOpt,
-          data: Annotated[Path, typer.Option("--data", "-d", help="Records whose responses to transform.")],
-          out: Annotated[Path, typer.Option("--out", "-o", help="Directory for probe.json, probe.md, probe.png.")],
+def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
+          data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Records whose responses to transform.")]
+          = None,
+          out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Directory for probe.json, probe.md, "
+                                                                          "probe.png.")] = None,
           transforms: Annotated[Optional[str], typer.Option(
               "--transforms", help="Comma-separated transform names (default: all; --list-transforms).")] = None,
           responses: Annotated[str, typer.Option(
@@ -279,6 +284,11 @@ def probe(model: ModelOpt,
             print(f"{t.name:24} {t.kind:10} {t.description}")
         return
     with user_errors():
+        missing = [flag for flag, value in (("--model", model), ("--data", data), ("--out", out)) if value is None]
+        if missing:
+            raise RewardkitError(f"probe needs {', '.join(missing)}")
+        if responses not in ("chosen", "all"):
+            raise RewardkitError(f"--responses must be chosen or all, got {responses!r}")
         quiet_transformers()
         try:
             chosen = get_transforms(transforms)
@@ -323,7 +333,7 @@ def compare(models: Annotated[list[str], typer.Option(
         results = {}
         for name, spec in specs:
             scorer = load_scorer(spec, max_length, chat_template, precision, batch_tokens)
-            console.print(f"scoring with {name}")
+            console.print(f"scoring with {escape(name)}")
             results[name] = (scorer, score_with_progress(scorer, loaded.records))
         report = compare_scorers({n: s for n, (s, _) in results.items()}, loaded.records,
                                  results={n: r for n, (_, r) in results.items()}, top_k=top_k)
@@ -331,10 +341,10 @@ def compare(models: Annotated[list[str], typer.Option(
         paths = write_comparison(report, out)
         for name, row in report["summary"].items():
             acc = "n/a" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%"
-            console.print(f"  {name}: accuracy {acc}")
+            console.print(f"  {escape(name)}: accuracy {acc}")
         for row in report["agreement"]:
             agree = "n/a" if row["agreement"] is None else f"{100 * row['agreement']:.1f}%"
-            console.print(f"  {row['a']} vs {row['b']}: agree on {agree} of {row['n_pairs']} pairs")
+            console.print(f"  {escape(row['a'])} vs {escape(row['b'])}: agree on {agree} of {row['n_pairs']} pairs")
         console.print(f"report: {paths['markdown']}")
 
 
@@ -352,6 +362,8 @@ def calibrate_length(model: ModelOpt,
     from rewardkit.eval.length import LengthCalibratedScorer
 
     with user_errors():
+        if method not in ("lowess", "linear"):
+            raise RewardkitError(f"--method must be lowess or linear, got {method!r}")
         quiet_transformers()
         loaded = load_data(data, format, map, skip_bad, limit, split)
         base = load_scorer(model, max_length, chat_template, precision, batch_tokens)

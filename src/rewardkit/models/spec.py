@@ -21,9 +21,10 @@ IMPLICIT_OPTIONS = {"beta": float, "mode": str}
 JUDGE_OPTIONS = {"model": str, "prompt": str}
 
 
-def split_options(spec: str, allowed: dict[str, type]) -> tuple[str, dict[str, Any]]:
-    """'target?key=value&...' -> (target, {key: typed value}); unknown keys and bad values are clear errors."""
-    target, _, query = spec.partition("?")
+def split_options(spec: str, prefix: str, allowed: dict[str, type]) -> tuple[str, dict[str, Any]]:
+    """'PREFIX:target?key=value&...' -> (target, {key: typed value}); unknown keys and bad values are clear
+    errors that quote the whole spec."""
+    target, _, query = spec[len(prefix):].partition("?")
     options: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in allowed:
@@ -46,7 +47,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     if spec.startswith("dpo:"):
         from rewardkit.models.implicit import ImplicitRewardScorer
 
-        target, options = split_options(spec[len("dpo:"):], IMPLICIT_OPTIONS)
+        target, options = split_options(spec, "dpo:", IMPLICIT_OPTIONS)
         policy, _, reference = target.partition("@")
         scorer: Scorer = ImplicitRewardScorer.from_pretrained(
             policy, reference or None, precision=precision, chat_template=chat_template,
@@ -54,7 +55,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     elif spec.startswith("judge:"):
         from rewardkit.models.judge import JudgeScorer
 
-        target, options = split_options(spec[len("judge:"):], JUDGE_OPTIONS)
+        target, options = split_options(spec, "judge:", JUDGE_OPTIONS)
         local = {} if target.startswith(("http://", "https://")) else {
             "precision": precision, "chat_template": chat_template, "max_length": max_length}
         scorer = JudgeScorer.from_spec(target, **options, **local)
