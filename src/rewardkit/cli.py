@@ -375,6 +375,47 @@ def calibrate_length(model: ModelOpt,
                       f"({summary['unit']}); wrote {out}")
 
 
+@app.command()
+def serve(model: ModelOpt,
+          host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port")] = 8000,
+          api_key: Annotated[Optional[str], typer.Option(
+              "--api-key", envvar="REWARDKIT_API_KEY", help="Require this key (Authorization: Bearer KEY); "
+                                                            "also read from $REWARDKIT_API_KEY.")] = None,
+          max_batch_tokens: Annotated[int, typer.Option(
+              "--max-batch-tokens", help="Tokens gathered from concurrent requests into one batch.")] = 16384,
+          max_delay_ms: Annotated[float, typer.Option(
+              "--max-delay-ms", help="How long a request waits for others to join its batch.")] = 5.0,
+          max_queue: Annotated[int, typer.Option(
+              "--max-queue", help="Requests waiting at most; more get 429 with Retry-After.")] = 256,
+          max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger bodies get 413.")]
+          = 8 * 1024 * 1024,
+          overlength: Annotated[str, typer.Option(
+              "--overlength", help="reject (422) or truncate sequences over the max length.")] = "reject",
+          request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds; then 504.")] = 30.0,
+          graceful_timeout: Annotated[float, typer.Option(
+              "--graceful-timeout", help="Seconds to finish requests in flight on SIGTERM.")] = 30.0,
+          torch_threads: Annotated[Optional[int], typer.Option(
+              "--torch-threads", help="Cap PyTorch's CPU threads (leave a core to the server).")] = None,
+          log_level: Annotated[str, typer.Option("--log-level")] = "info",
+          max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
+          share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None,
+          length_calibration: LengthCalibrationOpt = None):
+    """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics."""
+    from rewardkit.serve import serve as run_server
+
+    with user_errors():
+        if overlength not in ("reject", "truncate"):
+            raise RewardkitError(f"--overlength must be reject or truncate, got {overlength!r}")
+        quiet_transformers()
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
+                             length_calibration)
+        run_server(scorer, host=host, port=port, api_key=api_key, max_batch_tokens=max_batch_tokens,
+                   max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                   max_length=max_length, overlength=overlength, request_timeout_s=request_timeout,
+                   graceful_timeout_s=graceful_timeout, log_level=log_level, torch_threads=torch_threads)
+
+
 @data_app.command("inspect")
 def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datasets directory.")],
                  format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = True,

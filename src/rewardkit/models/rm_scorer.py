@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
+from rewardkit.errors import RewardkitError
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, compute_dtype, default_device, resolve_precision
-from rewardkit.text import Encoded
+from rewardkit.text import Encoded, _truncate_left
 
 
 class RewardModelScorer:
@@ -42,10 +43,47 @@ class RewardModelScorer:
     def encode(self, items: Sequence[ScoreItem]) -> list[list[Encoded]]:
         return [[self.model.text.encode(it.prompt, r.content) for r in it.responses] for it in items]
 
-    @torch.inference_mode()
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         """One ScoreResult per item, in order."""
-        encoded = self.encode(items)
+        return self.score_encoded(self.encode(items))
+
+    # -- token-id input --------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the backbone can embed: [0, vocab_size)."""
+        return self.model.hf_model.get_input_embeddings().num_embeddings
+
+    def encode_token_ids(self, prompt_ids: Sequence[int], response_ids: Sequence[Sequence[int]]) -> list[Encoded]:
+        """Sequences built from ids exactly as given: no chat template, no special tokens added (a BOS or EOS
+        the model expects must already be in the ids), so a policy's own tokenization is what gets scored.
+        The score is read at each response's last id. Over `max_length`, prompt ids are dropped from the left
+        first, as `TextEncoder.encode` does."""
+        vocab = self.vocab_size
+        named = [("prompt_ids", prompt_ids)] + [(f"response_ids[{k}]", r) for k, r in enumerate(response_ids)]
+        for where, ids in named:
+            bad = next((i for i, t in enumerate(ids) if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RewardkitError(f"{where}[{bad}]: token id {ids[bad]} is outside the vocabulary [0, {vocab})")
+        pair = self.model.meta.text_mode == "pair"
+        out = []
+        for k, response in enumerate(response_ids):
+            if not response:
+                raise RewardkitError(f"response_ids[{k}] is empty: the score is read at a response's last token")
+            prompt, kept, cut_p, cut_r = _truncate_left(list(prompt_ids), list(response), self.model.text.max_length,
+                                                        fixed=0)
+            types = [0] * len(prompt) + [1] * len(kept) if pair else None
+            out.append(Encoded(prompt + kept, types, len(prompt), len(response), cut_p, cut_r))
+        return out
+
+    def score_token_ids(self, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[ScoreResult]:
+        """One ScoreResult per (prompt_ids, [response_ids, ...]) item, in order, through the same batch plans
+        as `score` (see `encode_token_ids` for how the ids are laid out)."""
+        return self.score_encoded([self.encode_token_ids(p, rs) for p, rs in items])
+
+    # -- scoring encoded sequences ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_encoded(self, encoded: Sequence[Sequence[Encoded]]) -> list[ScoreResult]:
+        """One ScoreResult per group of encoded sequences (an item's responses), in order."""
         outputs: dict[int, list[list[float]]] = {i: [] for i, row in enumerate(encoded) if not row}
         todo = [i for i, row in enumerate(encoded) if row]
         for part in self.planner.batches([encoded[i] for i in todo]):

@@ -5,12 +5,14 @@
                                                without a reference, a reference-free mode (sum, avg, norm)
     judge:MODEL[?prompt=ID]                    a local causal LM as a pairwise judge (METHODS §8)
     judge:http(s)://HOST/v1?model=NAME         any OpenAI-compatible endpoint as a pairwise judge
+    python:MODULE:CALLABLE                     your own Scorer: CALLABLE() returns it (gold functions, ensembles)
 
 A NAME=SPEC prefix, where a command takes several models, only names the model in reports.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,7 +46,9 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     share_prefix, ...) apply to reward models; `length_calibration` wraps any Scorer in the post-hoc length
     calibration saved at that path (rewardkit.eval.length)."""
     spec = spec.strip()
-    if spec.startswith("dpo:"):
+    if spec.startswith("python:"):
+        scorer = scorer_from_callable(spec[len("python:"):])
+    elif spec.startswith("dpo:"):
         from rewardkit.models.implicit import ImplicitRewardScorer
 
         target, options = split_options(spec, "dpo:", IMPLICIT_OPTIONS)
@@ -68,6 +72,22 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
         from rewardkit.eval.length import LengthCalibratedScorer
 
         scorer = LengthCalibratedScorer.load(scorer, length_calibration)
+    return scorer
+
+
+def scorer_from_callable(target: str) -> Scorer:
+    """'MODULE:CALLABLE' -> CALLABLE(), checked to be a Scorer."""
+    module_name, _, name = target.partition(":")
+    if not module_name or not name:
+        raise RewardkitError(f"model spec 'python:{target}': expected python:MODULE:CALLABLE")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise RewardkitError(f"model spec 'python:{target}': {e}") from None
+    scorer = factory()
+    if not isinstance(scorer, Scorer):
+        raise RewardkitError(f"model spec 'python:{target}': {name}() returned a {type(scorer).__name__}, "
+                             f"not a Scorer (it needs score(items) and describe())")
     return scorer
 
 

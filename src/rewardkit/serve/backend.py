@@ -1,0 +1,196 @@
+"""How the server drives one Scorer: requests in, work units with a token cost, one call per batch, JSON out.
+
+Two kinds of scorer:
+
+- a reward model (anything with `encode`, `encode_token_ids` and `score_encoded`, as RewardModelScorer has):
+  each request is tokenized when it arrives, so an over-long sequence or a bad token id is rejected with a 422
+  before it is queued, its token cost is exact, and a batch of text and token-id requests is still ONE
+  `score_encoded` call, planned with token budgets and prefix sharing;
+- any other Scorer: requests become ScoreItems and a batch is one `score` call; token cost is estimated from
+  characters, and token ids are refused (400), since such a scorer has no tokenizer of its own to agree with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rewardkit.data.record import Response
+from rewardkit.errors import RewardkitError
+from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer
+from rewardkit.serve.schemas import ItemIn
+
+Overlength = Literal["reject", "truncate"]
+
+
+class RequestError(Exception):
+    """A request the server cannot score, with the HTTP status and reason to answer with."""
+
+    def __init__(self, status: int, detail: str, *, retry_after: int | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else None
+
+
+@dataclass
+class Job:
+    """One request's work: what the scorer gets, and what it costs the batch."""
+
+    payload: list  # list[list[Encoded]] for a reward model, list[ScoreItem] otherwise
+    tokens: int
+    sequences: int
+
+
+class Backend:
+    """Wraps a Scorer for serving.
+
+    max_length: longest sequence (prompt + response, in model tokens) a request may send; None: the scorer's
+      own max length. Only reward models can check it (other scorers have no tokenizer here).
+    overlength: "reject" answers 422 naming the response; "truncate" lets the model truncate as it does in
+      the library (prompt from the left first) and reports the cut in `truncated`.
+    """
+
+    def __init__(self, scorer: Scorer, *, max_length: int | None = None, overlength: Overlength = "reject"):
+        if overlength not in ("reject", "truncate"):
+            raise ValueError(f"overlength must be 'reject' or 'truncate', got {overlength!r}")
+        self.scorer = scorer
+        self.encodes = all(callable(getattr(scorer, m, None))
+                           for m in ("encode", "encode_token_ids", "score_encoded"))
+        self.overlength = overlength
+        model_max = self._model_max_length()
+        if self.encodes and overlength == "truncate" and max_length and model_max and max_length < model_max:
+            raise ValueError(f"overlength='truncate' cuts at the model's max_length ({model_max}); load the model "
+                             f"with max_length={max_length} instead of limiting the server")
+        limits = [n for n in (max_length, model_max) if n]
+        self.max_length = min(limits) if limits else None
+        self.normalization = _normalization(scorer)
+        self.vocab_size = getattr(scorer, "vocab_size", None) if self.encodes else None
+        planner = getattr(scorer, "planner", None)
+        self._share_prefix = bool(getattr(planner, "packed", False))
+
+    @property
+    def accepts_token_ids(self) -> bool:
+        return self.encodes
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            info = dict(self.scorer.describe())
+        except Exception:  # describing must never take the server down
+            info = {}
+        return {**info, "token_ids": self.accepts_token_ids, "server_max_length": self.max_length,
+                "overlength": self.overlength, "normalization": self.normalization is not None}
+
+    # -- requests to jobs (runs off the event loop: tokenization is CPU work) --------------------------------
+    def prepare(self, items: Sequence[ItemIn], *, batched: bool) -> Job:
+        """Validate what the schema cannot (token ids against the vocabulary, sequence lengths) and build the
+        scorer's input. Raises RequestError."""
+        if any(it.uses_ids for it in items) and not self.accepts_token_ids:
+            raise RequestError(400, "this model does not accept token ids; send prompt and responses as text")
+        n_seq = sum(it.n_responses for it in items)
+        if not self.encodes:
+            payload = [ScoreItem(it.messages(), [Response(r) for r in it.responses]) for it in items]
+            chars = sum(len(m["content"]) for it in items for m in it.messages()) + \
+                sum(len(r) for it in items for r in it.responses)
+            return Job(payload, max(1, chars // 4), n_seq)
+
+        from rewardkit.batching import segment_tokens
+
+        payload = []
+        for i, it in enumerate(items):
+            where = f"items[{i}]." if batched else ""
+            try:
+                if it.uses_ids:
+                    self._check_ids(it, where)
+                    group = self.scorer.encode_token_ids(it.prompt_ids, it.response_ids)
+                    full = [len(it.prompt_ids) + len(r) for r in it.response_ids]
+                    field = "response_ids"
+                else:
+                    group = self.scorer.encode([ScoreItem(it.messages(), [Response(r) for r in it.responses])])[0]
+                    full = [len(e.input_ids) + e.truncated for e in group]
+                    field = "responses"
+            except RewardkitError as e:
+                raise RequestError(422, f"{where.rstrip('.') or 'request'}: {e}") from None
+            if self.overlength == "reject" and self.max_length:
+                for j, n in enumerate(full):
+                    if n > self.max_length:
+                        raise RequestError(422, f"{where}{field}[{j}]: the sequence is {n} tokens (prompt and "
+                                                f"response), over max_length {self.max_length}")
+            payload.append(group)
+        tokens = sum(segment_tokens(g, share=self._share_prefix) for g in payload)
+        return Job(payload, tokens, n_seq)
+
+    def _check_ids(self, item: ItemIn, where: str) -> None:
+        vocab = self.vocab_size
+        if vocab is None:
+            return
+        named = [("prompt_ids", item.prompt_ids)] + [(f"response_ids[{k}]", r) for k, r in
+                                                      enumerate(item.response_ids)]
+        for name, ids in named:
+            if ids and (min(ids) < 0 or max(ids) >= vocab):
+                k = next(k for k, t in enumerate(ids) if not 0 <= t < vocab)
+                raise RequestError(422, f"{where}{name}[{k}]: token id {ids[k]} is outside the vocabulary "
+                                        f"[0, {vocab})")
+
+    # -- one batch (runs in the batcher's worker thread) ----------------------------------------------------
+    def run(self, payloads: list[list]) -> list[list[ScoreResult]]:
+        """One scorer call for all requests' items; each request gets its own slice back, in order."""
+        flat = [item for p in payloads for item in p]
+        results = self.scorer.score_encoded(flat) if self.encodes else self.scorer.score(flat)
+        if len(results) != len(flat):
+            raise RuntimeError(f"the scorer returned {len(results)} results for {len(flat)} items")
+        out, start = [], 0
+        for p in payloads:
+            out.append(results[start: start + len(p)])
+            start += len(p)
+        return out
+
+    # -- results to JSON -------------------------------------------------------------------------------------
+    def render(self, results: Sequence[ScoreResult], *, normalize: bool) -> list[dict[str, Any]]:
+        out = []
+        for res in results:
+            d = _finite(res.to_json())
+            if normalize:
+                mean, std = self.normalization
+                d["normalized_rewards"] = _finite([(r - mean) / std for r in res.rewards])
+            out.append(d)
+        return out
+
+    def _model_max_length(self) -> int | None:
+        if self.encodes:
+            text = getattr(getattr(self.scorer, "model", None), "text", None)
+            return getattr(text, "max_length", None)
+        return None
+
+
+def _normalization(scorer: Scorer) -> tuple[float, float] | None:
+    """(mean, std) stored with the model, if it has usable ones."""
+    stats = getattr(scorer, "normalization", None)
+    if stats is None:
+        meta = getattr(getattr(scorer, "model", None), "meta", None)
+        stats = getattr(meta, "normalization", None)
+    if not isinstance(stats, dict):
+        return None
+    try:
+        mean, std = float(stats["mean"]), float(stats["std"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        return None
+    return mean, std
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such a score becomes null rather than an unparseable answer."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
