@@ -25,8 +25,8 @@ import numpy as np
 from rewardkit.data.record import Message, PreferenceRecord
 from rewardkit.eval import metrics
 from rewardkit.eval.evaluate import evaluate
-from rewardkit.io import json_ready
-from rewardkit.io import atomic_open, atomic_write_json, atomic_write_text
+from rewardkit.eval.plotting import new_figure, save_png
+from rewardkit.io import atomic_write_json, atomic_write_text, json_ready
 from rewardkit.models.scorer import Scorer, ScoreResult
 
 SNIPPET_CHARS = 160
@@ -354,9 +354,6 @@ def compare_markdown(report: dict[str, Any], image: str | None = "compare.png") 
 
 def plot_subset_accuracy(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Grouped bars of strict accuracy, overall and per subset, one bar per scorer; saved atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = report.get("scorers") or []
     summary = report.get("summary") or {}
     subsets = report.get("subsets") or {}
@@ -364,8 +361,7 @@ def plot_subset_accuracy(report: dict[str, Any], path: str | os.PathLike) -> Pat
     values = {n: [(summary.get(n) or {}).get("accuracy"),
                   *((subsets[s].get("accuracy") or {}).get(n) for s in subsets)] for n in names}
 
-    fig = Figure(figsize=(min(16.0, max(5.0, 1.5 + 0.35 * len(groups) * max(1, len(names)))), 4.2), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(min(16.0, max(5.0, 1.5 + 0.35 * len(groups) * max(1, len(names)))), 4.2)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(names))
     x = np.arange(len(groups))
@@ -383,11 +379,7 @@ def plot_subset_accuracy(report: dict[str, Any], path: str | os.PathLike) -> Pat
     if names:
         ax.legend(fontsize=8, loc="upper center", ncol=min(len(names), 4), frameon=False)
     fig.tight_layout()
-
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def write_comparison(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -94,6 +94,7 @@ def evaluate(
             "unit": "tokens" if use_tokens else "words",
         },
         "length_split": metrics.length_split_accuracy(delta, len_win, len_lose),
+        "reward_by_length": metrics.reward_by_length(rewards, all_lengths),
         # The "pick the longer response" baseline under the same strict rule.
         "longer_baseline_accuracy": metrics.strict_accuracy(len_win - len_lose),
         "reward_stats": _stats(rewards),

@@ -26,8 +26,7 @@ from numpy.typing import ArrayLike
 from rewardkit.data.record import PreferenceRecord, Response
 from rewardkit.errors import DataError, ModelError
 from rewardkit.eval import metrics
-from rewardkit.io import json_ready
-from rewardkit.io import atomic_write_json
+from rewardkit.io import atomic_write_json, json_ready
 from rewardkit.models.scorer import Scorer, ScoreItem, ScoreResult
 
 LENGTH_UNITS = ("tokens", "words", "chars")

@@ -255,3 +255,24 @@ def length_split_accuracy(delta: ArrayLike, len_chosen: ArrayLike, len_rejected:
     }
     out["gap"] = out["longer"]["accuracy"] - out["shorter"]["accuracy"]
     return out
+
+
+def reward_by_length(rewards: ArrayLike, lengths: ArrayLike, bins: int = 10) -> list[dict]:
+    """Mean reward per length bin: the reward-vs-length curve in a few numbers a report can keep and plot.
+
+    Bins are length quantiles (equal counts, so sparse long tails do not make empty bins); tied lengths stay
+    in one bin, so there may be fewer than `bins`. Returns [{"lo", "hi", "n", "mean_reward", "std_reward"}],
+    lo and hi inclusive, in increasing length.
+    """
+    rewards, lengths = _vector(rewards, "rewards"), _vector(lengths, "lengths")
+    _same_length(rewards=rewards, lengths=lengths)
+    if not len(rewards):
+        return []
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, max(len(edges) - 2, 0))
+    table = []
+    for b in np.unique(which):
+        mask = which == b
+        table.append({"lo": float(lengths[mask].min()), "hi": float(lengths[mask].max()), "n": int(mask.sum()),
+                      "mean_reward": float(rewards[mask].mean()), "std_reward": float(rewards[mask].std())})
+    return table

@@ -29,9 +29,9 @@ import numpy as np
 
 from rewardkit.data.record import Message, PreferenceRecord, Response
 from rewardkit.errors import DataError
-from rewardkit.io import json_ready
+from rewardkit.eval.plotting import new_figure, save_png
 from rewardkit.eval.report import markdown_table
-from rewardkit.io import atomic_open, atomic_write_json, atomic_write_text
+from rewardkit.io import atomic_write_json, atomic_write_text, json_ready
 from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer
 
 NEUTRAL, DEGRADING = "neutral", "degrading"
@@ -692,13 +692,10 @@ CLASS_COLOURS = {NEUTRAL: "tab:blue", DEGRADING: "tab:red"}
 def plot_probe_effects(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Mean Δr with its CI per transform (a dot chart, one row each, top to bottom in report order),
     coloured by class, win rate written beside each row (bold when exploitable); saved as a PNG atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     stats = list((report.get("transforms") or {}).values())
-    fig = Figure(figsize=(7.5, 1.2 + 0.45 * max(len(stats), 1)), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(7.5, 1.2 + 0.45 * max(len(stats), 1))
     ax = fig.add_subplot()
     ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
     for y, s in enumerate(stats):
@@ -717,11 +714,7 @@ def plot_probe_effects(report: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.legend(handles=[Line2D([], [], marker="o", linestyle="", color=c, label=k) for k, c in CLASS_COLOURS.items()],
               loc="best", fontsize=8)
     fig.tight_layout()
-
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def write_probe_report(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:

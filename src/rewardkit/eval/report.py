@@ -1,4 +1,5 @@
-"""Write an evaluation report three ways: JSON for machines, Markdown for people, a reliability diagram.
+"""Write an evaluation report three ways: JSON for machines, Markdown for people, PNG plots (the reliability
+diagram, reward against length, and the RM-Bench style matrix when the report has one).
 
 Works from the report dict alone (as `evaluate` returns it, or as read back from report.json), so a report
 can be re-rendered without re-scoring. Every file is written atomically.
@@ -10,23 +11,33 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rewardkit.io import atomic_open, atomic_write_json, atomic_write_text
+from rewardkit.eval.plotting import new_figure, save_png
+from rewardkit.io import atomic_write_json, atomic_write_text
 
 
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write report.json, report.md and reliability.png into `out_dir` (created if missing).
+    """Write report.json, report.md, reliability.png and reward_length.png into `out_dir` (created if
+    missing), and rm_bench.png when the report holds an RM-Bench section.
 
-    Returns {"json": path, "markdown": path, "reliability": path}.
+    Returns {"json", "markdown", "reliability", "reward_length"[, "rm_bench"]} paths.
     """
     out_dir = Path(out_dir)
     paths = {
         "json": out_dir / "report.json",
         "markdown": out_dir / "report.md",
         "reliability": out_dir / "reliability.png",
+        "reward_length": out_dir / "reward_length.png",
     }
+    if report.get("rm_bench"):
+        paths["rm_bench"] = out_dir / "rm_bench.png"
     atomic_write_json(paths["json"], report)
-    atomic_write_text(paths["markdown"], render_markdown(report, image=paths["reliability"].name))
     plot_reliability(report.get("reliability") or [], paths["reliability"], ece=report.get("ece"))
+    plot_reward_length(report.get("reward_by_length") or [], paths["reward_length"],
+                       report.get("length_correlation") or {})
+    if "rm_bench" in paths:
+        plot_rm_bench(report["rm_bench"], paths["rm_bench"])
+    images = {k: v.name for k, v in paths.items() if v.suffix == ".png"}
+    atomic_write_text(paths["markdown"], render_markdown(report, image=images["reliability"], images=images))
     return paths
 
 
@@ -46,8 +57,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def render_markdown(report: dict[str, Any], image: str | None = "reliability.png") -> str:
-    """A short human-readable summary of `report`; `image` is the reliability diagram to link, if any."""
+def render_markdown(report: dict[str, Any], image: str | None = "reliability.png",
+                    images: dict[str, str] | None = None) -> str:
+    """A short human-readable summary of `report`; `image` is the reliability diagram to link, if any, and
+    `images` the other plots by name (reward_length, rm_bench)."""
+    images = images or {}
     r = report.get
     lines = [
         "# Reward model evaluation",
@@ -99,6 +113,9 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
         f"Gap (chosen longer − chosen shorter): {_num(split.get('gap'), 3)}. "
         f"Pick-the-longer baseline: {_pct(r('longer_baseline_accuracy'))}.",
     ]
+    if images.get("reward_length"):
+        lines += ["", f"![Mean reward by response length]({images['reward_length']})"]
+    lines += benchmark_markdown(report, images)
 
     subsets = r("subsets") or {}
     if subsets:
@@ -127,6 +144,91 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
     return "\n".join(lines) + "\n"
 
 
+def benchmark_markdown(report: dict[str, Any], images: dict[str, str]) -> list[str]:
+    """A section per benchmark the report holds (RewardBench v1/v2, RM-Bench, ProcessBench)."""
+    lines: list[str] = []
+    if rb := report.get("rewardbench"):
+        lines += ["", "## RewardBench", "", f"Overall (mean of the sections): **{_pct(rb.get('overall'))}**", ""]
+        lines += markdown_table(["section", "score"], [[k, _pct(v)] for k, v in rb["sections"].items()])
+        lines += [""] + markdown_table(
+            ["subset", "section", "length category", "accuracy", "n"],
+            [[name, str(x.get("section")), str(x.get("length_category")), _pct(x.get("accuracy")), str(x.get("n"))]
+             for name, x in rb["subsets"].items()])
+    if rb2 := report.get("rewardbench2"):
+        lines += ["", "## RewardBench 2", "", f"Overall (mean of the subsets): **{_pct(rb2.get('overall'))}**", ""]
+        lines += markdown_table(["subset", "score", "n"],
+                                [[k, _pct(v.get("score")), str(v.get("n"))] for k, v in rb2["subsets"].items()])
+    if rm := report.get("rm_bench"):
+        lines += ["", "## RM-Bench", "",
+                  f"Overall **{_pct(rm.get('overall'))}**: easy {_pct(rm.get('easy'))}, normal "
+                  f"{_pct(rm.get('normal'))}, hard {_pct(rm.get('hard'))} (hard: the chosen response is less "
+                  "styled than the rejected one).", ""]
+        lines += markdown_table(["domain", "easy", "normal", "hard", "score", "n"],
+                                [[d, _pct(x.get("easy")), _pct(x.get("normal")), _pct(x.get("hard")),
+                                  _pct(x.get("score")), str(x.get("n"))] for d, x in rm["by_domain"].items()])
+        if images.get("rm_bench"):
+            lines += ["", f"![RM-Bench style matrices]({images['rm_bench']})"]
+    if pb := report.get("processbench"):
+        lines += ["", "## ProcessBench", "",
+                  f"Mean F1 **{_pct(pb.get('f1_mean'))}**; threshold {_num(pb.get('threshold'))} "
+                  f"({pb.get('threshold_source')}).", ""]
+        lines += markdown_table(["split", "F1", "accuracy on flawed (earliest error)", "accuracy on correct", "n"],
+                                [[k, _pct(x.get("f1")), _pct(x.get("acc_err")), _pct(x.get("acc_cor")),
+                                  str(x.get("n"))] for k, x in pb["per_split"].items()])
+    return lines
+
+
+# --- plots --------------------------------------------------------------------------------------------
+
+
+def plot_reward_length(table: list[dict[str, Any]], path: str | os.PathLike,
+                       correlation: dict[str, Any] | None = None) -> Path:
+    """Mean reward (± std) per response-length bin (`metrics.reward_by_length`), as a PNG, atomically."""
+    fig = new_figure(5.5, 4)
+    ax = fig.add_subplot()
+    if table:
+        mids = [(row["lo"] + row["hi"]) / 2 for row in table]
+        means = [row["mean_reward"] for row in table]
+        ax.errorbar(mids, means, yerr=[row["std_reward"] for row in table], marker="o", capsize=3)
+        for x, y, row in zip(mids, means, table):
+            ax.annotate(f"n={row['n']}", (x, y), xytext=(0, 6), textcoords="offset points", ha="center",
+                        fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no scored responses", transform=ax.transAxes, ha="center", va="center")
+    corr = correlation or {}
+    pearson = corr.get("pearson")
+    ax.set_xlabel(f"response length ({corr.get('unit', 'tokens')}), bin midpoint")
+    ax.set_ylabel("mean reward (± std)")
+    ax.set_title("Reward vs length" + (f"  (Pearson {pearson:.3f})" if pearson is not None else ""))
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_rm_bench(rm_bench: dict[str, Any], path: str | os.PathLike) -> Path:
+    """One 3×3 heatmap per RM-Bench domain: M[i][j] = P[chosen in style i beats rejected in style j]."""
+    styles = ["concise", "detailed", "markdown"]
+    domains = list(rm_bench.get("by_domain") or {})
+    fig = new_figure(3.2 * max(len(domains), 1), 3.4)
+    for k, domain in enumerate(domains):
+        ax = fig.add_subplot(1, len(domains), k + 1)
+        matrix = rm_bench["by_domain"][domain]["matrix"]
+        ax.imshow([[v if v is not None else float("nan") for v in row] for row in matrix], vmin=0, vmax=1,
+                  cmap="RdYlGn")
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, "—" if v is None else f"{100 * v:.0f}", ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(3), styles, fontsize=7)
+        ax.set_yticks(range(3), styles, fontsize=7)
+        ax.set_xlabel("rejected style")
+        if k == 0:
+            ax.set_ylabel("chosen style")
+        ax.set_title(domain, fontsize=9)
+    if not domains:
+        fig.text(0.5, 0.5, "no RM-Bench domains", ha="center")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 # --- reliability diagram ----------------------------------------------------------------------------
 
 
@@ -136,12 +238,7 @@ def plot_reliability(table: list[dict[str, Any]], path: str | os.PathLike, ece: 
     table: per-bin rows {"lo", "hi", "count", "confidence", "accuracy"} (`Reliability.table()`); empty
     bins are left blank, and an empty table still yields a valid image saying there is nothing to show.
     """
-    # Figure + Agg canvas directly, not pyplot: no global backend switch, no figure registry to leak into.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(5, 4.5)
     ax = fig.add_subplot()
     filled = [row for row in table if row.get("count")]
     # conf = max(p, 1 − p) ≥ 0.5, so only the upper half of [0, 1] can hold points.
@@ -162,8 +259,4 @@ def plot_reliability(table: list[dict[str, Any]], path: str | os.PathLike, ece: 
     ax.set_title("Reliability diagram" + (f"  (ECE {ece:.3f})" if ece is not None else ""))
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    return path
+    return save_png(fig, path)
