@@ -474,3 +474,17 @@ def test_calibrate_length_needs_enough_references(rm_dir, tmp_path):
     message = one_error(output)
     assert "at least 20 reference responses" in message and "10" in message
     assert not cal.exists()
+
+
+def test_eval_objective_tags_give_per_objective_accuracy(llama_dir, pairs_file, tmp_path):
+    model = tmp_path / "two"
+    RewardModel.from_pretrained(llama_dir, objectives=["helpfulness", "harmlessness"]).save_pretrained(model)
+    rep = tmp_path / "rep"
+    code, output = run("eval", "-m", model, "-d", pairs_file, "-r", rep, "--objective", "harmlessness",
+                       "--precision", "fp32")
+    assert code == 0, output
+    report = json.loads((rep / "report.json").read_text())
+    assert report["objectives"]["harmlessness"]["n_comparisons"] == report["n_comparisons"] > 0
+    assert report["objectives"]["helpfulness"]["n_comparisons"] == 0  # no record speaks to it
+    assert set(report["weights"]) == {"helpfulness", "harmlessness"}
+    assert "## Objectives" in (rep / "report.md").read_text()

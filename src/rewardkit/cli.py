@@ -176,7 +176,10 @@ def evaluate_cmd(model: ModelOpt,
                      "--threshold", help="processbench: the step score below which a step is judged wrong.")] = None,
                  tune_data: Annotated[Optional[Path], typer.Option(
                      "--tune-data", help="processbench: data to tune the threshold on (the benchmark uses "
-                                         "its GSM8K split); default: the data's own gsm8k split.")] = None):
+                                         "its GSM8K split); default: the data's own gsm8k split.")] = None,
+                 objective: Annotated[Optional[str], typer.Option(
+                     "--objective", help="The objective these labels speak to, for a multi-objective model's "
+                                         "per-objective accuracy (records' own meta.objective wins).")] = None):
     """Evaluate any Scorer: strict accuracy, per subset, calibration and length bias; with --benchmark, the
     benchmark's own scores too (report.json gets them under the benchmark's name)."""
     with user_errors():
@@ -184,6 +187,9 @@ def evaluate_cmd(model: ModelOpt,
         if (threshold is not None or tune_data) and benchmark != "processbench":
             raise RewardkitError("--threshold and --tune-data apply only to --benchmark processbench")
         loaded = load_data(data, format, map, skip_bad, limit, split)
+        if objective:
+            for record in loaded.records:
+                record.meta.setdefault("objective", objective)
         tune = load_data(tune_data, format, map, skip_bad, None).records if tune_data else None
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
                              length_calibration)

@@ -1,4 +1,4 @@
-"""Training objectives: pure functions of reward scores and labels (docs/METHODS.md §1 and §6).
+"""Training objectives: pure functions of reward scores and labels (docs/METHODS.md §1, §2, §3.1 and §6).
 
 Two layers:
 
@@ -31,16 +31,24 @@ __all__ = [
     "Objective",
     "bradley_terry",
     "centering_penalty",
+    "combine_objectives",
     "compute_loss",
     "distill_regression",
     "distill_soft_bt",
+    "from_helpsteer",
     "kwise_all_pairs",
     "label_smoothed_bt",
     "margin_bt",
+    "masked_mse",
+    "odin_length_loss",
+    "odin_orthogonality",
+    "pearson",
     "plackett_luce",
     "robust_bt",
     "scaled_bt",
     "soft_bt",
+    "static_weights",
+    "to_helpsteer",
     "validate_loss",
 ]
 
@@ -323,6 +331,140 @@ def distill_regression(delta_student: Tensor, delta_teacher: Tensor, weight: Ten
         Tensor: scalar loss.
     """
     return _reduce((delta_student - delta_teacher.detach()).square(), weight)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Multi-objective reward models (METHODS.md §2.1, §2.2)
+# --------------------------------------------------------------------------------------------------------
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, denominator: Tensor | float | None = None) -> Tensor:
+    """Attribute regression with missing labels masked: ``sum m (r - y)^2 / sum m`` (METHODS §2.1).
+
+    Merged attribute data are sparse (a HelpSteer row rates five attributes, a safety row one), so a missing
+    label must contribute nothing: its target is never read (NaN there is fine) and its prediction gets a
+    zero gradient; an attribute with every label missing gets a zero gradient altogether. With no label at
+    all the loss is 0 (not NaN), still attached to the graph.
+    Source: Wang et al., "HelpSteer2" (arXiv 2406.08673); ArmoRM stage 1 (arXiv 2406.12845).
+
+    Args:
+        pred (Tensor): predicted attribute values, shape (n_responses, n_attributes).
+        target (Tensor): labels, any value where ``mask`` is False, shape (n_responses, n_attributes).
+        mask (Tensor): bool, True where a label is present, shape (n_responses, n_attributes).
+        denominator (Tensor | float | None): the label count to divide by instead of ``mask.sum()``: the
+            training loop passes the count over the whole global batch, so a batch cut into several forward
+            passes gets the same gradient as one pass.
+
+    Returns:
+        Tensor: scalar loss.
+    """
+    if pred.shape != target.shape or pred.shape != mask.shape:
+        raise ValueError(f"pred, target and mask must have one shape, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)} and {tuple(mask.shape)}")
+    mask = mask.bool()
+    zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
+    sq = torch.where(mask, pred - torch.where(mask, target.to(pred.dtype), zero), zero).square()
+    count = mask.sum() if denominator is None else torch.as_tensor(denominator, device=pred.device)
+    return sq.sum() / count.to(pred.dtype).clamp_min(1.0)  # no label: 0 / 1, never 0 / 0
+
+
+def to_helpsteer(y: Tensor | float) -> Tensor | float:
+    """HelpSteer 0-4 ratings to the unit-scale regression target ``(y + 0.5) / 5`` (METHODS §2.1)."""
+    return (y + 0.5) / 5.0
+
+
+def from_helpsteer(r: Tensor | float) -> Tensor | float:
+    """A unit-scale prediction back to the HelpSteer 0-4 scale, ``5 r - 0.5``; inverts ``to_helpsteer``."""
+    return 5.0 * r - 0.5
+
+
+def static_weights(raw: Tensor, nonnegative: bool = True) -> Tensor:
+    """Combination weights w from their free parameters: ``softplus(raw)`` when w >= 0 is wanted, else raw.
+
+    Args:
+        raw (Tensor): free parameters, shape (n_objectives,).
+
+    Returns:
+        Tensor: weights, shape (n_objectives,).
+    """
+    return F.softplus(raw) if nonnegative else raw
+
+
+def inverse_static_weights(weights: Tensor, nonnegative: bool = True) -> Tensor:
+    """The free parameters that give `weights` (the inverse of ``static_weights``), shape (n_objectives,)."""
+    if not nonnegative:
+        return weights.clone()
+    w = weights.clamp_min(1e-6)
+    return w + torch.log(-torch.expm1(-w))  # softplus^-1(w) = log(e^w - 1), stable for small and large w
+
+
+def combine_objectives(rewards: Tensor, weights: Tensor) -> Tensor:
+    """The single reward ``s = w^T r`` of every response (METHODS §2.2).
+
+    Args:
+        rewards (Tensor): per-objective rewards, shape (n_responses, n_objectives).
+        weights (Tensor): combination weights, shape (n_objectives,).
+
+    Returns:
+        Tensor: combined rewards, shape (n_responses,).
+    """
+    return rewards @ weights.to(rewards.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# ODIN length head (METHODS.md §3.1)
+# --------------------------------------------------------------------------------------------------------
+
+def pearson(x: Tensor, y: Tensor) -> Tensor:
+    """Differentiable Pearson correlation of two series, shape (n,) each; 0 for a constant series.
+
+    Returns:
+        Tensor: scalar in [-1, 1].
+    """
+    x = x - x.mean()
+    y = y.to(x.dtype) - y.to(x.dtype).mean()
+    norm = (x.square().sum() * y.square().sum()).sqrt()
+    return (x * y).sum() / norm.clamp_min(1e-12)
+
+
+def odin_length_loss(r_quality: Tensor, r_length: Tensor, lengths: Tensor) -> Tensor:
+    """ODIN's disentangling term ``|rho(r_Q, len)| - rho(r_L, len)`` (METHODS §3.1).
+
+    It pushes the quality reward's correlation with length to zero and the length head's to one. With several
+    quality heads (one per objective) the first part is their mean. rho is Pearson over every response given,
+    which the training loop gathers from all processes (the global batch).
+    Source: Chen et al., "ODIN: Disentangled Reward Mitigates Hacking in RLHF" (arXiv 2402.07319).
+
+    Args:
+        r_quality (Tensor): quality rewards, shape (n_responses,) or (n_responses, n_objectives).
+        r_length (Tensor): length-head outputs, shape (n_responses,).
+        lengths (Tensor): response lengths in tokens, shape (n_responses,).
+
+    Returns:
+        Tensor: scalar loss in [-1, 2].
+    """
+    quality = r_quality[:, None] if r_quality.dim() == 1 else r_quality
+    lengths = lengths.to(quality.dtype)
+    rho_q = torch.stack([pearson(quality[:, j], lengths).abs() for j in range(quality.shape[1])]).mean()
+    return rho_q - pearson(r_length, lengths)
+
+
+def odin_orthogonality(w_quality: Tensor, w_length: Tensor) -> Tensor:
+    """ODIN's head orthogonality ``|w_Q^T w_L|`` on mean-centred, unit-norm head weights (METHODS §3.1).
+
+    Args:
+        w_quality (Tensor): quality head weight rows, shape (hidden,) or (n_objectives, hidden); with several
+            rows the result is the mean over them.
+        w_length (Tensor): length head weights, shape (hidden,).
+
+    Returns:
+        Tensor: scalar in [0, 1].
+    """
+    def unit(w: Tensor) -> Tensor:
+        w = w - w.mean(dim=-1, keepdim=True)
+        return w / w.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    quality = w_quality[None, :] if w_quality.dim() == 1 else w_quality
+    return (unit(quality) @ unit(w_length)).abs().mean()
 
 
 # --------------------------------------------------------------------------------------------------------

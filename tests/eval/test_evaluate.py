@@ -154,3 +154,25 @@ def test_mismatched_inputs_are_rejected():
         evaluate(RECORDS[:1], [ScoreResult([1.0])])
     with pytest.raises(DataError, match="non-finite"):
         evaluate(RECORDS[:1], [ScoreResult([float("nan"), 0.0])])
+
+
+def test_per_objective_accuracy_on_the_comparisons_tagged_for_each():
+    def tagged(id, objective):
+        return PreferenceRecord(id, user_prompt("q"), [Response("a"), Response("b")], chosen=0,
+                                meta={"objective": objective} if objective else {})
+
+    records = [tagged("h1", "help"), tagged("h2", "help"), tagged("s1", "safe"), tagged("u", None)]
+    objectives = [{"help": [1.0, 0.0], "safe": [0.0, 1.0]}, {"help": [0.0, 1.0], "safe": [2.0, 0.0]},
+                  {"help": [0.0, 1.0], "safe": [3.0, 0.0]}, {"help": [1.0, 0.0], "safe": [1.0, 0.0]}]
+    weights = {"help": 0.5, "safe": 0.5}
+    results = [ScoreResult(rewards=[0.5 * o["help"][i] + 0.5 * o["safe"][i] for i in range(2)], objectives=o,
+                           weights=weights) for o in objectives]
+    report = evaluate(records, results)
+    assert report["objectives"] == {
+        "help": {"accuracy": 0.5, "n_comparisons": 2, "combined_accuracy": 0.5, "accuracy_all": 0.5},
+        "safe": {"accuracy": 1.0, "n_comparisons": 1, "combined_accuracy": 1.0, "accuracy_all": 0.75},
+    }
+    assert report["weights"] == weights and report["accuracy"] == 0.75  # combined, on every comparison
+    assert "objectives" not in evaluate(records, constant(records))  # plain scorers: the report is unchanged
+    with pytest.raises(DataError, match="objective 'safe' needs one finite score"):
+        evaluate(records[:1], [ScoreResult([1.0, 0.0], objectives={"help": [1.0, 0.0], "safe": [1.0]})])

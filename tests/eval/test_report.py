@@ -117,3 +117,11 @@ def test_benchmark_sections_are_rendered_and_rm_bench_is_plotted(tmp_path, repor
     assert "## RM-Bench" in md and "hard 0.00%" in md and "(rm_bench.png)" in md
     assert "## RewardBench" in md and "| Chat | 60.89% |" in md and "| Chat Hard | — |" in md
     assert "## ProcessBench" in md and "| math | 25.00% | 20.00% | 33.33% | 10 |" in md
+
+
+def test_objectives_section(tmp_path, report):
+    objectives = {"helpfulness": {"accuracy": 0.75, "combined_accuracy": 0.5, "n_comparisons": 4,
+                                  "accuracy_all": 0.6}}
+    md = write_report({**report, "objectives": objectives, "weights": {"helpfulness": 1.0}},
+                      tmp_path)["markdown"].read_text()
+    assert "## Objectives" in md and "| helpfulness | 1.000 | 75.00% | 50.00% | 4 | 60.00% |" in md

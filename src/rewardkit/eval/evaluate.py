@@ -36,6 +36,12 @@ def evaluate(
     skipped:     rows the caller dropped before scoring (unreadable, over a limit); only recorded.
     temperature: T in p = σ(Δ/T) for the calibration metrics, e.g. one fitted on a held-out split.
 
+    Multi-objective results (ScoreResult.objectives) add "objectives": per objective name, the accuracy of
+    that objective's scores on the comparisons of records tagged for it (meta["objective"]; None when no
+    record is), of the combined reward on those same comparisons, and of that objective's scores on every
+    comparison; plus "weights", the combination weights of the first result. The top-level accuracy is the
+    combined reward's on every comparison, as for any scorer.
+
     Only comparisons with p > 0.5 are counted (they are the ones with a direction; `comparisons()` emits no
     others). Records without a comparison count in "n" and "n_unlabeled" only. "subsets" holds only the
     subsets that records name; records without a subset count in the overall numbers alone. Lengths are the
@@ -71,6 +77,8 @@ def evaluate(
     calibration = metrics.reliability(delta, bins=bins, temperature=temperature)
     truncated = [[t > 0 for t in res.truncated] if res.truncated is not None else [] for res in results]
 
+    per_objective = _objective_accuracy(records, results)
+
     report = {
         "n": len(records),
         "n_comparisons": len(delta),
@@ -103,7 +111,40 @@ def evaluate(
         "skipped": skipped,
         "scorer": dict(describe) if describe is not None else None,
     }
+    if per_objective is not None:
+        report["objectives"] = per_objective
+        report["weights"] = next((res.weights for res in results if res.weights is not None), None)
     return json_ready(report)
+
+
+def _objective_accuracy(records: Sequence[PreferenceRecord], results: Sequence[ScoreResult]
+                        ) -> dict[str, dict[str, Any]] | None:
+    """{objective: {"accuracy", "n_comparisons", "combined_accuracy", "accuracy_all"}}, or None when the
+    results carry no per-objective scores."""
+    if not results or all(res.objectives is None for res in results):
+        return None
+    names = list(next(res.objectives for res in results if res.objectives is not None))
+    tagged: dict[str, list[float]] = {n: [] for n in names}
+    combined: dict[str, list[float]] = {n: [] for n in names}
+    every: dict[str, list[float]] = {n: [] for n in names}
+    for rec, res in zip(records, results):
+        if res.objectives is None or set(res.objectives) != set(names):
+            raise DataError(f"record {rec.id!r}: per-objective scores {sorted(res.objectives or {})} differ "
+                            f"from the other results' {sorted(names)}", field="objectives")
+        tag = rec.meta.get("objective")
+        for c in (c for c in rec.comparisons() if c.p > 0.5):
+            for name in names:
+                d = res.objectives[name][c.winner] - res.objectives[name][c.loser]
+                every[name].append(d)
+                if tag == name:
+                    tagged[name].append(d)
+                    combined[name].append(res.rewards[c.winner] - res.rewards[c.loser])
+    return {name: {
+        "accuracy": metrics.strict_accuracy(np.asarray(tagged[name], dtype=float)),
+        "n_comparisons": len(tagged[name]),
+        "combined_accuracy": metrics.strict_accuracy(np.asarray(combined[name], dtype=float)),
+        "accuracy_all": metrics.strict_accuracy(np.asarray(every[name], dtype=float)),
+    } for name in names}
 
 
 def _check_result(rec: PreferenceRecord, res: ScoreResult) -> None:
@@ -117,6 +158,10 @@ def _check_result(rec: PreferenceRecord, res: ScoreResult) -> None:
         values = getattr(res, name)
         if values is not None and len(values) != n:
             raise DataError(f"record {rec.id!r}: {len(values)} values for {n} responses", field=name)
+    for name, values in (res.objectives or {}).items():
+        if len(values) != n or not all(math.isfinite(v) for v in values):
+            raise DataError(f"record {rec.id!r}: objective {name!r} needs one finite score per response",
+                            field="objectives")
 
 
 def _lengths(rec: PreferenceRecord, res: ScoreResult, use_tokens: bool) -> list[int]:

@@ -117,6 +117,17 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
         lines += ["", f"![Mean reward by response length]({images['reward_length']})"]
     lines += benchmark_markdown(report, images)
 
+    objectives = r("objectives") or {}
+    if objectives:
+        weights = r("weights") or {}
+        lines += ["", "## Objectives", "",
+                  "Each objective's head on the comparisons labelled for it, the combined reward on those same "
+                  "comparisons, and the head on every comparison.", ""]
+        lines += markdown_table(
+            ["objective", "weight", "head accuracy", "combined accuracy", "comparisons", "head on all"],
+            [[name, _num(weights.get(name), 3), _pct(o.get("accuracy")), _pct(o.get("combined_accuracy")),
+              str(o.get("n_comparisons")), _pct(o.get("accuracy_all"))] for name, o in objectives.items()])
+
     subsets = r("subsets") or {}
     if subsets:
         lines += ["", "## Subsets", ""]

@@ -2,13 +2,17 @@
 
 The model *is* a `transformers` sequence-classification model, so a saved single-objective checkpoint loads
 with plain `AutoModelForSequenceClassification` and gives the same scores. Everything rewardkit adds
-(objective names, chat template, score rule, normalisation stats, training provenance) lives in one small
-JSON file beside the weights, `rewardkit.json`.
+(objective names, how they combine, chat template, score rule, normalisation stats, training provenance)
+lives in one small JSON file beside the weights, `rewardkit.json`.
+
+The output layer has one output per objective, in `meta.objectives` order, plus, when `meta.length_head` is
+set, one last output that is the ODIN length head (METHODS.md §3.1): trained, saved, never a score.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import types
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +28,8 @@ from rewardkit.text import TextEncoder
 
 META_FILE = "rewardkit.json"
 META_VERSION = 1
+COMBINATIONS = ("fixed", "learned")  # how per-objective scores become the one reward (see RewardModelMeta)
+LENGTH_LABEL = "_length"  # the length head's label in the transformers config; never an objective name
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,13 @@ def load_tokenizer(name: str | os.PathLike):
 class RewardModelMeta:
     """rewardkit's half of a checkpoint (`rewardkit.json`).
 
+    objectives: one head output per name, in this order.
+    weights: the combination s = sum_j w_j r_j of several objectives into the one reward (None: equal weights,
+      1 / n_objectives each). Unused with one objective.
+    combination: where `weights` came from: "fixed" (given) or "learned" (static weights trained with BT on the
+      combined score, METHODS.md §2.2). Scoring is s = w^T r either way.
+    length_head: the output layer has one extra, last output, ODIN's length head r_L; scores use the quality
+      heads only.
     score_rule: "last_token" reads the head at the last real token (causal backbones); "classifier" uses the
       backbone's own classifier on its pooled output ([CLS] for BERT-like encoders).
     text_mode: "chat" renders with `chat_template`; "pair" uses the tokenizer's sentence-pair encoding.
@@ -93,6 +106,8 @@ class RewardModelMeta:
 
     objectives: list[str] = field(default_factory=lambda: ["reward"])
     weights: list[float] | None = None
+    combination: str = "fixed"
+    length_head: bool = False
     score_rule: str = "last_token"
     text_mode: str = "chat"
     chat_template: str | None = None
@@ -104,6 +119,11 @@ class RewardModelMeta:
     training: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None  # set while the checkpoint holds a LoRA adapter, not merged weights
     format_version: int = META_VERSION
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the output layer: one per objective, plus the length head's."""
+        return len(self.objectives) + int(self.length_head)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,13 +151,24 @@ class RewardModelMeta:
             raise ModelError(f"{source}: field 'padding_side' must be right for score_rule classifier")
         if not meta.objectives or not all(isinstance(o, str) for o in meta.objectives):
             raise ModelError(f"{source}: field 'objectives' must be a non-empty list of names")
-        if meta.weights is not None and len(meta.weights) != len(meta.objectives):
-            raise ModelError(f"{source}: field 'weights' needs one weight per objective")
+        if len(set(meta.objectives)) != len(meta.objectives) or LENGTH_LABEL in meta.objectives:
+            raise ModelError(f"{source}: field 'objectives' must hold distinct names other than {LENGTH_LABEL!r}")
+        if meta.weights is not None and (len(meta.weights) != len(meta.objectives) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in meta.weights)):
+            raise ModelError(f"{source}: field 'weights' needs one finite number per objective")
+        if meta.combination not in COMBINATIONS:
+            raise ModelError(f"{source}: field 'combination' must be one of {', '.join(COMBINATIONS)}")
+        if not isinstance(meta.length_head, bool):
+            raise ModelError(f"{source}: field 'length_head' must be true or false")
         return meta
 
 
 class RewardModel(nn.Module):
     """Backbone + head. `forward` returns rewards of shape (b, n_objectives).
+
+    Several objectives combine into one reward as `combine` says (meta.weights, equal by default). While
+    static weights are being learned (`enable_learned_combination`), they are a parameter of this module,
+    `combiner`, and `write_files` stores them in meta.weights.
 
     `compute_dtype` (None: the parameters' own dtype): when set to bf16, every forward pass computes with bf16
     copies of the parameters, cast inside the pass, while the parameters themselves (what the optimizer updates
@@ -154,7 +185,9 @@ class RewardModel(nn.Module):
         self.meta = meta
         self.text = TextEncoder(tokenizer, mode=meta.text_mode, chat_template=meta.chat_template,
                                 max_length=meta.max_length, append_eos=meta.append_eos)
-        _keep_output_layer_fp32(model, len(meta.objectives))
+        _keep_output_layer_fp32(model, meta.n_outputs)
+        self.register_parameter("combiner", None)
+        self._combiner_nonnegative = True
         self.compute_dtype: torch.dtype | None = None
         self._in_cast_pass = False
         self._cast_cache: tuple[tuple, dict[str, torch.Tensor]] | None = None
@@ -164,9 +197,11 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, objectives: list[str] | None = None,
                         max_length: int | None = None, chat_template: str | None = None,
                         dtype: torch.dtype = torch.float32, seed: int = 0, gguf_file: str | None = None,
-                        trust_remote_code: bool = False) -> RewardModel:
+                        trust_remote_code: bool = False, length_head: bool = False) -> RewardModel:
         """Load a rewardkit checkpoint, an existing sequence-classification reward model (e.g. one saved by
         TRL), or a plain backbone (causal LM or encoder), which gets a freshly initialised head.
+
+        `objectives` and `length_head` shape a new head only; a rewardkit checkpoint keeps its own.
 
         The new head is initialised under `seed` without touching the global RNG, so the same call always
         builds the same model.
@@ -178,6 +213,9 @@ class RewardModel(nn.Module):
         meta = read_meta(path)
         if meta is not None and meta.lora is not None:
             return cls._from_adapter(Path(path), meta, dtype=dtype, seed=seed, max_length=max_length)
+        if meta is None and objectives is not None and (
+                not objectives or len(set(objectives)) != len(objectives) or LENGTH_LABEL in objectives):
+            raise ModelError(f"objectives must be distinct names other than {LENGTH_LABEL!r}, got {objectives}")
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if gguf_file:
             kwargs["gguf_file"] = gguf_file
@@ -188,7 +226,7 @@ class RewardModel(nn.Module):
             raise ModelError(f"cannot load a model from {name_or_path!r}: {first_line(e)}") from e
 
         is_reward_model = any("ForSequenceClassification" in a for a in (config.architectures or []))
-        n_out = len(meta.objectives) if meta else len(objectives or ["reward"])
+        n_out = meta.n_outputs if meta else len(objectives or ["reward"]) + int(length_head)
         if is_reward_model and meta is None and config.num_labels != n_out:
             raise ModelError(f"{name_or_path}: a sequence classifier with {config.num_labels} outputs is not "
                              f"a reward model (expected {n_out})")
@@ -210,6 +248,7 @@ class RewardModel(nn.Module):
             head = _head(model)
             meta = RewardModelMeta(
                 objectives=list(objectives or ["reward"]),
+                length_head=length_head,
                 score_rule="last_token" if head is not None else "classifier",
                 text_mode="chat" if head is not None or tokenizer.chat_template else "pair",
                 chat_template=chat_template or tokenizer.chat_template,
@@ -226,8 +265,9 @@ class RewardModel(nn.Module):
             meta.max_length = max_length
         if tokenizer.pad_token_id is None:  # batching only: scores are read from the attention mask
             tokenizer.pad_token = tokenizer.eos_token
-        model.config.id2label = dict(enumerate(meta.objectives))
-        model.config.label2id = {n: i for i, n in enumerate(meta.objectives)}
+        labels = meta.objectives + ([LENGTH_LABEL] if meta.length_head else [])
+        model.config.id2label = dict(enumerate(labels))
+        model.config.label2id = {n: i for i, n in enumerate(labels)}
         model.eval()
         return cls(model, tokenizer, meta)
 
@@ -238,7 +278,8 @@ class RewardModel(nn.Module):
 
         if not meta.base_model:
             raise ModelError(f"{path / META_FILE}: field 'base_model' is needed to load a LoRA adapter")
-        base = cls.from_pretrained(meta.base_model, objectives=meta.objectives, **kwargs)
+        base = cls.from_pretrained(meta.base_model, objectives=meta.objectives, length_head=meta.length_head,
+                                   **kwargs)
         try:
             peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=True)
         except (OSError, ValueError) as e:
@@ -266,6 +307,59 @@ class RewardModel(nn.Module):
         self.model = self.model.merge_and_unload()
         self.meta.lora = None
 
+    # -- heads and their combination -------------------------------------------------------------------------
+    @property
+    def head_layer(self) -> nn.Linear:
+        """The output layer (n_outputs, hidden): rows are the objectives' heads in order, then the length head.
+        Under LoRA, the trainable copy."""
+        linears = [m for m in self.model.modules()
+                   if isinstance(m, nn.Linear) and m.out_features == self.meta.n_outputs]
+        if not linears:
+            raise ModelError(f"no output layer with {self.meta.n_outputs} outputs in this model")
+        trainable = [m for m in linears if m.weight.requires_grad]
+        return (trainable or linears)[-1]
+
+    def split_outputs(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """forward(all_outputs=True) split into per-objective rewards (n, n_objectives) and the length head's
+        output (n,), or None without a length head."""
+        n_obj = len(self.meta.objectives)
+        return outputs[:, :n_obj], (outputs[:, n_obj] if self.meta.length_head else None)
+
+    def enable_learned_combination(self, nonnegative: bool = True, init: list[float] | None = None) -> None:
+        """Make the combination weights a trainable parameter, `combiner` (its free parameters: softplus of
+        them are the weights when `nonnegative`), starting from `init`, else meta.weights, else equal."""
+        from rewardkit.losses import inverse_static_weights
+
+        n = len(self.meta.objectives)
+        start = init or self.meta.weights or [1.0 / n] * n
+        if len(start) != n:
+            raise ModelError(f"{len(start)} initial weights for {n} objectives")
+        raw = inverse_static_weights(torch.tensor(start, dtype=torch.float32), nonnegative)
+        self.combiner = nn.Parameter(raw.to(self.device))
+        self._combiner_nonnegative = nonnegative
+        self.meta.combination = "learned"
+
+    def combination_tensor(self) -> torch.Tensor:
+        """The combination weights w (n_objectives,): differentiable while they are being learned."""
+        from rewardkit.losses import static_weights
+
+        if self.combiner is not None:
+            return static_weights(self.combiner, self._combiner_nonnegative)
+        return torch.tensor(self.combination_weights(), device=self.device)
+
+    def combination_weights(self) -> list[float]:
+        """The combination weights w, one per objective: s = w^T r (equal when none were set)."""
+        if self.combiner is not None:
+            return [float(w) for w in self.combination_tensor().detach().cpu()]
+        n = len(self.meta.objectives)
+        return list(self.meta.weights) if self.meta.weights is not None else [1.0 / n] * n
+
+    def combine(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The one reward per response, (n,), from per-objective rewards (n, n_objectives)."""
+        if rewards.shape[-1] == 1:
+            return rewards[..., 0]
+        return rewards @ self.combination_tensor().to(rewards.dtype)
+
     @property
     def hf_model(self) -> nn.Module:
         """The transformers sequence-classification model, under any PEFT wrapper."""
@@ -288,8 +382,10 @@ class RewardModel(nn.Module):
         `state_dict`: this module's full state (keys as in `self.state_dict()`), when the weights live
         sharded elsewhere (FSDP, DeepSpeed) and were gathered by the caller.
         """
-        if state_dict is not None:
-            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        if state_dict is not None:  # the backbone's and heads' weights; the combiner goes into meta.weights
+            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+        if self.combiner is not None:
+            self.meta.weights = self.combination_weights()
         self.model.save_pretrained(directory, state_dict=state_dict)
         if self.meta.text_mode == "chat":
             self.tokenizer.chat_template = self.text.chat_template
@@ -299,16 +395,17 @@ class RewardModel(nn.Module):
     # -- computing -----------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                 position_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
-                score_index: torch.Tensor | None = None) -> torch.Tensor:
+                score_index: torch.Tensor | None = None, all_outputs: bool = False) -> torch.Tensor:
         """Rewards (n, n_objectives) for a batch laid out as a `rewardkit.batching.BatchPlan` says.
 
         input_ids, position_ids, token_type_ids: (rows, width). attention_mask: (rows, width) 0/1 for padded
         rows, or (rows, 1, width, width) bool for packed rows (causal backbones only). score_index: (n,) flat
         positions into rows * width to read; by default the last real token of each padded row.
+        all_outputs: return every output (n, n_outputs), the length head's last (see `split_outputs`).
         """
         if self.compute_dtype is not None and not self._in_cast_pass:
             inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-                      "token_type_ids": token_type_ids, "score_index": score_index}
+                      "token_type_ids": token_type_ids, "score_index": score_index, "all_outputs": all_outputs}
             self._in_cast_pass = True
             try:
                 return torch.func.functional_call(self, self._cast_weights(self.compute_dtype), (), inputs)
@@ -316,14 +413,16 @@ class RewardModel(nn.Module):
                 self._in_cast_pass = False
         if self.meta.score_rule == "classifier":
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            return self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-        if score_index is None:
-            from rewardkit.batching import padded_score_index
+            out = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+        else:
+            if score_index is None:
+                from rewardkit.batching import padded_score_index
 
-            score_index = padded_score_index(attention_mask)
-        hf = self.hf_model
-        hidden = self._backbone(input_ids, attention_mask, position_ids)  # (rows, width, h)
-        return hf.score(hidden.flatten(0, 1)[score_index])  # (n, n_objectives)
+                score_index = padded_score_index(attention_mask)
+            hf = self.hf_model
+            hidden = self._backbone(input_ids, attention_mask, position_ids)  # (rows, width, h)
+            out = hf.score(hidden.flatten(0, 1)[score_index])  # (n, n_outputs)
+        return out if all_outputs or not self.meta.length_head else out[:, :len(self.meta.objectives)]
 
     def _backbone(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
         """The causal backbone's last hidden states (rows, width, h)."""
@@ -338,10 +437,11 @@ class RewardModel(nn.Module):
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Floating-point parameters cast to `dtype`, except the output layer's. Under autograd the casts are
         part of the graph (fresh each pass); without it they are cached until a parameter changes."""
-        n_out = len(self.meta.objectives)
+        n_out = self.meta.n_outputs
         keep = {id(p) for m in self.modules() if isinstance(m, nn.Linear) and m.out_features == n_out
                 for p in m.parameters(recurse=False)}
-        named = [(n, p) for n, p in self.named_parameters() if p.is_floating_point() and id(p) not in keep]
+        named = [(n, p) for n, p in self.named_parameters()  # the combiner is not part of a forward pass
+                 if n.startswith("model.") and p.is_floating_point() and id(p) not in keep]
         if torch.is_grad_enabled():
             return {n: p.to(dtype) for n, p in named}
         key = (dtype, *((n, p.data_ptr(), p._version) for n, p in named))

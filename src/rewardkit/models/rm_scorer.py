@@ -96,24 +96,32 @@ class RewardModelScorer:
         return [self._result(row, outputs[i]) for i, row in enumerate(encoded)]
 
     def _result(self, row: list[Encoded], per_response: list[list[float]]) -> ScoreResult:
-        """per_response: (n_responses, n_objectives)."""
+        """per_response: (n_responses, n_objectives), quality heads only (a length head is never a score).
+
+        One objective: its score is the reward, and `objectives` / `weights` stay None. Several: the reward is
+        the combination s = w^T r (RewardModel.combination_weights: meta.weights, equal by default), and
+        `objectives` and `weights` say what made it."""
         meta = self.model.meta
-        objectives = None
+        objectives = weights = None
         if len(meta.objectives) == 1:
             rewards = [r[0] for r in per_response]
         else:
-            weights = meta.weights or [1.0 / len(meta.objectives)] * len(meta.objectives)
-            rewards = [sum(w * v for w, v in zip(weights, r)) for r in per_response]
+            w = self.model.combination_weights()
+            rewards = [sum(wk * v for wk, v in zip(w, r)) for r in per_response]
             objectives = {name: [r[k] for r in per_response] for k, name in enumerate(meta.objectives)}
+            weights = dict(zip(meta.objectives, w))
         return ScoreResult(
-            rewards=rewards, objectives=objectives,
-            weights=dict(zip(meta.objectives, meta.weights)) if objectives and meta.weights else None,
+            rewards=rewards, objectives=objectives, weights=weights,
             response_tokens=[e.response_tokens for e in row], truncated=[e.truncated for e in row])
 
     def describe(self) -> dict[str, Any]:
         meta = self.model.meta
         return {
             "kind": "reward_model", "name": meta.base_model, "objectives": meta.objectives,
+            **({"combination": meta.combination, "weights": dict(zip(meta.objectives,
+                                                                     self.model.combination_weights()))}
+               if len(meta.objectives) > 1 else {}),
+            **({"length_head": True} if meta.length_head else {}),
             "precision": self.precision, "device": str(self.device), "max_length": meta.max_length,
             "padding_side": meta.padding_side, "score_rule": meta.score_rule, "text_mode": meta.text_mode,
             "chat_template": meta.chat_template if meta.text_mode == "chat" else None,

@@ -1,8 +1,9 @@
 """Training examples and the order they are seen in.
 
-A training example is one record with everything the loss needs: its encoded responses and the
-comparisons (or full ranking) between them. Each record counts once in the loss, however many pairs it
-implies: a record's pair weights sum to one.
+A training example is one record with everything the loss needs: its encoded responses, the comparisons
+(or full ranking) between them and the objective they speak to, and the attribute ratings of its responses
+for objectives it rates. Each record counts once in the preference loss, however many pairs it implies: a
+record's pair weights sum to one; attribute ratings count one each in the regression loss.
 
 The order is a pure function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
 run would have. Records are length-grouped (sorted by length inside shuffled mega-batches, batches then
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from rewardkit.data.record import PreferenceRecord
-from rewardkit.losses import LossInputs
+from rewardkit.errors import DataError
+from rewardkit.losses import LossInputs, to_helpsteer
 from rewardkit.batching import BatchPlan, Planner
 from rewardkit.text import Encoded, TextEncoder
 
@@ -27,12 +29,22 @@ MEGA_BATCH = 32  # batches per length-grouping window: large enough to group, sm
 @dataclass
 class Example:
     encoded: list[Encoded]  # one per response
-    winner: list[int]
+    winner: list[int]  # empty for a record with attribute ratings only
     loser: list[int]
     p: list[float]
     margin: list[float]
     ranking: list[int] | None  # full ranking best-first, for K-wise / Plackett-Luce losses
     record_id: str
+    objective: int = 0  # index of the objective the comparisons speak to
+    targets: list[list[float | None]] | None = None  # per response, per objective: rating or None (missing)
+
+    @property
+    def has_pairs(self) -> bool:
+        return bool(self.winner)
+
+    @property
+    def n_ratings(self) -> int:
+        return sum(v is not None for row in self.targets or [] for v in row)
 
     @property
     def n_tokens(self) -> int:
@@ -43,25 +55,70 @@ class Example:
         return max(len(e.input_ids) for e in self.encoded)
 
 
-def build_examples(records: Sequence[PreferenceRecord], text: TextEncoder) -> tuple[list[Example], int]:
-    """Encode every usable record once. Returns (examples, number of records without a usable label)."""
+def build_examples(records: Sequence[PreferenceRecord], text: TextEncoder, objectives: Sequence[str] = ("reward",),
+                   attribute_scale: str = "none") -> tuple[list[Example], int]:
+    """Encode every usable record once. Returns (examples, number of records without a usable label).
+
+    A record's comparisons speak to the objective its meta["objective"] names (the training loop sets it from
+    the data file's tag); with one objective, every record speaks to it. Its attributes named like an
+    objective become regression targets (attribute_scale "helpsteer": y -> (y + 0.5) / 5); others are ignored.
+    A record is usable with a comparison or at least one such rating.
+    """
+    index = {name: k for k, name in enumerate(objectives)}
     examples, unusable = [], 0
     for r in records:
         comparisons = r.comparisons()
-        if not comparisons:
+        targets = _targets(r, index, attribute_scale)
+        if not comparisons and targets is None:
             unusable += 1
             continue
+        objective = _objective(r, index) if comparisons else 0
         ranking = r.ranking
         if ranking is None and r.scores is not None and len(set(r.scores)) == len(r.scores):
             ranking = sorted(range(len(r.scores)), key=lambda i: -r.scores[i])
-        if ranking is None and len(r.responses) == 2:
+        if ranking is None and len(r.responses) == 2 and comparisons:
             ranking = [comparisons[0].winner, comparisons[0].loser]
         examples.append(Example(
             encoded=[text.encode(r.prompt, resp.content) for resp in r.responses],
             winner=[c.winner for c in comparisons], loser=[c.loser for c in comparisons],
             p=[c.p for c in comparisons], margin=[c.margin or 0.0 for c in comparisons],
-            ranking=ranking, record_id=r.id))
+            ranking=ranking if comparisons else None, record_id=r.id, objective=objective, targets=targets))
     return examples, unusable
+
+
+def _where(r: PreferenceRecord) -> str:
+    parts = [f"record {r.id!r}"] + [f"{k} {r.meta[k]}" for k in ("subset", "line") if r.meta.get(k) is not None]
+    return ", ".join(parts)
+
+
+def _objective(r: PreferenceRecord, index: dict[str, int]) -> int:
+    """The objective a record's comparisons speak to. With one objective every comparison trains it, whatever
+    the record's tag says (single-objective runs read data as they always did)."""
+    name = r.meta.get("objective")
+    if len(index) == 1:
+        return 0
+    if name is None:
+        raise DataError(f"{_where(r)}: a preference with no objective, in a run with objectives "
+                        f"{list(index)}: tag its data file ({{path: ..., objective: NAME}}) or set "
+                        "meta.objective", field="meta.objective")
+    if name not in index:
+        raise DataError(f"{_where(r)}: objective {name!r} is not among the objectives {list(index)}",
+                        field="meta.objective")
+    return index[name]
+
+
+def _targets(r: PreferenceRecord, index: dict[str, int], scale: str) -> list[list[float | None]] | None:
+    """Per response, per objective, the attribute rating (None where missing); None without any rating."""
+    if not r.attributes:
+        return None
+    rows = [[None] * len(index) for _ in r.responses]
+    found = False
+    for i, attrs in enumerate(r.attributes):
+        for name, value in (attrs or {}).items():
+            if name in index and value is not None:
+                rows[i][index[name]] = float(to_helpsteer(value) if scale == "helpsteer" else value)
+                found = True
+    return rows if found else None
 
 
 def epoch_batches(examples: Sequence[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -105,32 +162,75 @@ def forward_parts(examples: Sequence[Example], micro: list[int], planner: Planne
     return [[micro[k] for k in sorted(part)] for part in parts]
 
 
-def collate_examples(examples: Sequence[Example], planner: Planner,
-                     teacher: dict[str, list[float]] | None = None) -> tuple[BatchPlan, LossInputs]:
-    """The plan of one forward pass over every response of `examples`, and the LossInputs skeleton.
+@dataclass
+class Labels:
+    """What one forward pass is trained on, beside its plan. Responses are numbered in plan order.
 
-    Rewards come out of the plan example by example, response by response; the LossInputs indices refer to
-    that order. Returns (plan, LossInputs with rewards=None).
+    pairs:       the preference LossInputs (rewards=None), or None when no example here has a comparison. Its
+                 indices address the flattened (n_responses * n_objectives) per-objective rewards: response i's
+                 reward for objective j is slot i * n_objectives + j, and a pair reads its objective's slots.
+    n_pref:      examples with comparisons (each counts once in the preference loss).
+    targets:     attribute ratings (n_responses, n_objectives), 0 where missing, or None without any.
+    target_mask: True where a rating is present, (n_responses, n_objectives).
+    lengths:     response tokens, (n_responses,), for the length head.
+    """
+
+    pairs: LossInputs | None
+    n_pref: int
+    targets: torch.Tensor | None
+    target_mask: torch.Tensor | None
+    lengths: torch.Tensor
+
+    @property
+    def n_ratings(self) -> int:
+        return int(self.target_mask.sum()) if self.target_mask is not None else 0
+
+    def to(self, device: torch.device | str) -> Labels:
+        move = (lambda t: None if t is None else t.to(device))
+        pairs = self.pairs.to(device, rewards=None) if self.pairs is not None else None
+        return Labels(pairs, self.n_pref, move(self.targets), move(self.target_mask), move(self.lengths))
+
+
+def collate_examples(examples: Sequence[Example], planner: Planner,
+                     teacher: dict[str, list[float]] | None = None,
+                     n_objectives: int = 1) -> tuple[BatchPlan, Labels]:
+    """The plan of one forward pass over every response of `examples`, and its Labels.
+
+    Rewards come out of the plan example by example, response by response; the Labels refer to that order.
     """
     plan = planner.plan([ex.encoded for ex in examples])
+    j_n = n_objectives
     winner, loser, p, margin, weight, groups, teacher_scores = [], [], [], [], [], [], []
+    targets, lengths = [], []
     offset = 0
-    k_max = max(len(ex.encoded) for ex in examples)
+    ranked = [ex for ex in examples if ex.has_pairs]
+    k_max = max((len(ex.encoded) for ex in ranked), default=0)
     for ex in examples:
-        n_pairs = len(ex.winner)
-        winner += [offset + w for w in ex.winner]
-        loser += [offset + l for l in ex.loser]
-        p += ex.p
-        margin += ex.margin
-        weight += [1.0 / n_pairs] * n_pairs
-        ranking = ex.ranking or []
-        groups.append([offset + i for i in ranking] + [-1] * (k_max - len(ranking)))
-        if teacher is not None:
-            teacher_scores += teacher[ex.record_id]
+        n_pairs, j = len(ex.winner), ex.objective
+        lengths += [e.response_tokens for e in ex.encoded]
+        targets += ex.targets or [[None] * j_n for _ in ex.encoded]
+        if n_pairs:
+            winner += [(offset + w) * j_n + j for w in ex.winner]
+            loser += [(offset + l) * j_n + j for l in ex.loser]
+            p += ex.p
+            margin += ex.margin
+            weight += [1.0 / n_pairs] * n_pairs
+            ranking = ex.ranking or []
+            groups.append([(offset + i) * j_n + j for i in ranking] + [-1] * (k_max - len(ranking)))
+            if teacher is not None:  # one teacher score per response, the same for every objective's slot
+                teacher_scores += [t for t in teacher[ex.record_id] for _ in range(j_n)]
+        elif teacher is not None:
+            teacher_scores += [0.0] * (len(ex.encoded) * j_n)  # never read: no pair points here
         offset += len(ex.encoded)
-    inputs = LossInputs(
-        rewards=None, winner=torch.tensor(winner), loser=torch.tensor(loser), p=torch.tensor(p),
-        margin=torch.tensor(margin), weight=torch.tensor(weight),
-        groups=torch.tensor(groups) if all(ex.ranking for ex in examples) else None,
-        teacher=torch.tensor(teacher_scores) if teacher is not None else None)
-    return plan, inputs
+    pairs = None
+    if ranked:
+        pairs = LossInputs(
+            rewards=None, winner=torch.tensor(winner), loser=torch.tensor(loser), p=torch.tensor(p),
+            margin=torch.tensor(margin), weight=torch.tensor(weight),
+            groups=torch.tensor(groups) if all(ex.ranking for ex in ranked) else None,
+            teacher=torch.tensor(teacher_scores) if teacher is not None else None)
+    mask = torch.tensor([[v is not None for v in row] for row in targets], dtype=torch.bool)
+    values = torch.tensor([[0.0 if v is None else v for v in row] for row in targets], dtype=torch.float32)
+    has_ratings = bool(mask.any())
+    return plan, Labels(pairs, len(ranked), values if has_ratings else None, mask if has_ratings else None,
+                        torch.tensor(lengths, dtype=torch.float32))

@@ -26,17 +26,31 @@ class LoraSettings(BaseModel):
     target_modules: list[str] | str = "all-linear"
 
 
+class DataSource(BaseModel):
+    """A data file whose preference labels speak to one objective of a multi-objective model.
+
+    In YAML: `data: [{path: helpful.jsonl, objective: helpfulness}, ...]`. A plain path is a DataSource with
+    no objective. A record's own meta["objective"] overrides the file's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    objective: str | None = None
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # what to train
     model: str = Field("minilm", description="backbone or reward model: directory, hub id or 'minilm'")
-    data: list[str] = Field(default_factory=list, description="training data files (any supported format)")
+    data: list[str | DataSource] = Field(default_factory=list, description="training data files (any supported "
+                                         "format): paths, or {path, objective} for multi-objective runs")
     format: str | None = None
     field_map: dict[str, str] | None = None
     split: Literal["all", "train"] = Field("all", description="'train' keeps the agreed first 80% of each file")
     skip_bad: bool = False
-    eval_data: list[str] = Field(default_factory=list)
+    eval_data: list[str | DataSource] = Field(default_factory=list, description="held-out files; an "
+                                              "objective tag gives per-objective accuracy")
     eval_split: Literal["all", "test"] = "all"
     output: str = "runs/train"
 
@@ -46,6 +60,27 @@ class TrainConfig(BaseModel):
     tau: float = Field(1.0, gt=0, description="teacher temperature for distill_soft")
     center: float = Field(0.0, ge=0, description="reward-centering coefficient (0 = off)")
     teacher: str | None = Field(None, description="teacher reward model for the distill_* losses")
+
+    # multi-objective (METHODS.md §2) and length de-biasing (§3.1)
+    objectives: list[str] | None = Field(None, description="one head per name (None: the model's own; one "
+                                         "'reward' objective for a new head)")
+    combination: Literal["fixed", "learned"] = Field("fixed", description="how objectives combine into the one "
+                                                     "reward: fixed weights, or static weights learned with BT "
+                                                     "on the combined score (heads detached)")
+    weights: dict[str, float] | None = Field(None, description="combination weights per objective (fixed), or "
+                                             "the starting point (learned); default equal")
+    combination_nonnegative: bool = Field(True, description="learned weights stay >= 0 (softplus)")
+    combination_lr: float = Field(1e-2, gt=0, description="learning rate of the learned combination weights")
+    attribute_weight: float = Field(1.0, ge=0, description="weight of the masked attribute-regression loss "
+                                    "(records' attributes named like an objective) next to the preference loss")
+    attribute_scale: Literal["none", "helpsteer"] = Field("none", description="'helpsteer': 0-4 ratings are "
+                                                          "trained as (y + 0.5) / 5")
+    length_head: bool = Field(False, description="ODIN: a hidden length head r_L, trained with the quality "
+                              "heads as r_Q + r_L and de-correlated from them; scores use r_Q only. Pearson runs "
+                              "over each micro-batch from every process, so a micro-batch is one forward pass "
+                              "(raise grad_accum to fit memory; the global batch when grad_accum = 1)")
+    length_weight: float = Field(1.0, ge=0, description="ODIN lambda_L: |rho(r_Q, len)| - rho(r_L, len)")
+    orthogonal_weight: float = Field(1.0, ge=0, description="ODIN lambda_O: |w_Q . w_L| of the head weights")
 
     # optimisation
     epochs: int = Field(1, ge=1)
@@ -78,7 +113,8 @@ class TrainConfig(BaseModel):
     @field_validator("data", "eval_data", mode="before")
     @classmethod
     def _paths(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (str, os.PathLike)) else v
+        v = [v] if isinstance(v, (str, os.PathLike, dict)) else v
+        return [str(x) if isinstance(x, os.PathLike) else x for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -92,7 +128,41 @@ class TrainConfig(BaseModel):
                              f"pip install {self.log_with}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        self._check_objectives()
         return self
+
+    def _check_objectives(self) -> None:
+        names = self.objectives
+        if names is not None:
+            if not names or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ValueError("objectives must be a non-empty list of names")
+            if len(set(names)) != len(names):
+                raise ValueError(f"objectives must be distinct, got {names}")
+            if "_length" in names:
+                raise ValueError("'_length' is reserved for the length head")
+        tagged = {src.objective for src in self.data_sources() + self.eval_sources() if src.objective}
+        if tagged and names is None:
+            raise ValueError(f"data objective(s) {sorted(tagged)} need the objectives field (objectives: [...])")
+        unknown = sorted(tagged - set(names or []))
+        if unknown:
+            raise ValueError(f"data objective(s) {unknown} are not among the objectives {names}")
+        if self.weights is not None:
+            if names is None or set(self.weights) != set(names):
+                raise ValueError(f"weights must give one number per objective ({names}), got {sorted(self.weights)}")
+            if self.combination == "learned" and self.combination_nonnegative and min(self.weights.values()) <= 0:
+                raise ValueError("weights must be > 0 to start non-negative learned weights")
+        if self.combination == "learned" and (names is None or len(names) < 2):
+            raise ValueError("combination 'learned' needs two or more objectives")
+
+    def data_sources(self) -> list[DataSource]:
+        """The training files, each with its objective (None when the file names none)."""
+        return [_source(x) for x in self.data]
+
+    def eval_sources(self) -> list[DataSource]:
+        return [_source(x) for x in self.eval_data]
+
+    def data_paths(self) -> list[str]:
+        return [src.path for src in self.data_sources()]
 
 
     def loss_params(self) -> dict[str, float]:
@@ -102,6 +172,10 @@ class TrainConfig(BaseModel):
         objective = LOSSES.get(self.loss)
         names = objective.defaults if objective is not None else {}
         return {name: getattr(self, name) for name in names}
+
+
+def _source(entry: str | DataSource) -> DataSource:
+    return entry if isinstance(entry, DataSource) else DataSource(path=str(entry))
 
 
 def _installed(package: str) -> bool:

@@ -6,6 +6,14 @@ chosen by config (rewardkit.losses); this loop never knows which one it is.
 Every record counts once in the loss, whatever its number of responses, and every process, micro-step and
 process count computes the same global batch mean: micro-batch losses are scaled by their share of the
 global batch (times the process count, since DDP averages gradients over processes).
+
+Multi-objective models (METHODS.md §2) train one head per objective: a record's comparisons train the head of
+the objective its data file (or meta["objective"]) names, with the configured loss; attribute ratings named
+like an objective train that head by masked MSE; both in one run add up (attribute_weight). Learned static
+combination weights are trained online, by BT on the combined score of detached head outputs, so the heads
+are frozen as far as the weights' loss goes (§2.2). The ODIN length head (§3.1) adds r_L to every head in the
+preference loss and the de-correlation and orthogonality terms, over each micro-batch gathered from every
+process (the global batch when grad_accum = 1).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import yaml
 
 from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.errors import RewardkitError
-from rewardkit.losses import compute_loss
+from rewardkit.losses import bradley_terry, compute_loss, masked_mse, odin_length_loss, odin_orthogonality
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.precision import compute_context, compute_dtype, resolve_precision
 from rewardkit.batching import Planner
@@ -37,7 +45,7 @@ from rewardkit.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rewardkit.train.config import TrainConfig
+from rewardkit.train.config import DataSource, TrainConfig
 
 # Fields that may change between an interrupted run and its resumption without changing the trajectory.
 RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split",
@@ -74,25 +82,40 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                               log_with=None if config.log_with == "none" else config.log_with,
                               project_dir=str(out))
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and (config.length_head or config.combination == "learned"):
+        raise RewardkitError("length_head and learned combination weights read parameters outside the forward "
+                             "pass, which FSDP and DeepSpeed shard; train them with DDP or one process")
     precision = resolve_precision(config.precision, accelerator.device)
     resume_state = _resume_point(out, config)
     torch.manual_seed(config.seed)
 
     # -- data (before the model: bad data fails in seconds) -------------------------------------------------
-    train_records, train_info = load_training_data(config.data, config, config.split)
-    eval_records, eval_info = (load_training_data(config.eval_data, config, config.eval_split)
+    train_records, train_info = load_training_data(config.data_sources(), config, config.split)
+    eval_records, eval_info = (load_training_data(config.eval_sources(), config, config.eval_split)
                                if config.eval_data else ([], {}))
 
     # -- model ---------------------------------------------------------------------------------------------
     source = out / "last" if resume_state else config.model
-    model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed)
+    model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed,
+                                        objectives=config.objectives, length_head=config.length_head)
+    objectives = _check_objectives(model, config, source)
+    n_obj = len(objectives)
     if config.lora is not None and model.meta.lora is None:
         model.enable_lora(**config.lora.model_dump())
-    if len(model.meta.objectives) != 1:
-        raise RewardkitError("training several objectives at once is not supported yet; use one objective")
-    examples, unusable = build_examples(train_records, model.text)
+    _set_combination(model, config, resumed=resume_state is not None)
+    learned = model.combiner is not None
+    examples, unusable = build_examples(train_records, model.text, objectives, config.attribute_scale)
     if not examples:
-        raise RewardkitError("no training record has a usable preference label")
+        raise RewardkitError("no training record has a usable preference label"
+                             + (f" or a rating for one of the objectives {objectives}" if n_obj > 1 else ""))
+    if learned and not any(ex.has_pairs for ex in examples):
+        raise RewardkitError("combination 'learned' trains the weights on preference pairs, and the data has none")
+    # Per-term metrics and provenance appear only where there is more than the one preference loss, so a
+    # single-objective run logs and saves exactly what it always did.
+    detailed = n_obj > 1 or config.length_head or any(ex.targets for ex in examples)
+    terms = ["pref"] + (["attr"] if any(ex.targets for ex in examples) else []) + (
+        ["combination"] if learned else []) + (["length", "orth"] if config.length_head else [])
     truncated = sum(e.truncated > 0 for ex in examples for e in ex.encoded)
     teacher = _teacher_scores(config, train_records, accelerator.device) if config.teacher else None
 
@@ -100,9 +123,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     planner = Planner(model, batch_tokens=config.batch_tokens, share_prefix=config.share_prefix)
 
     # -- optimizer -----------------------------------------------------------------------------------------
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for n, p in model.named_parameters() if p.requires_grad and n != "combiner"]
     # The fused kernel is several times faster per step than the per-tensor loop on both CPU and GPU.
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+    groups: list = params if not learned else [
+        {"params": params},
+        {"params": [model.combiner], "lr": config.combination_lr, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay,
                                   fused=accelerator.device.type in ("cpu", "cuda"))
     steps_per_epoch = math.ceil(len(examples) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -119,7 +145,6 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     if config.fast_attention and accelerator.device.type == "cpu":
         use_fast_attention(core.hf_model)  # CPU flash attention's backward is slow on short sequences
 
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     # bf16 copies of the weights in each pass (fp32 master weights); sharded backends cast their own shards.
     core.compute_dtype = None if sharded else compute_dtype(precision)
     step, start_epoch, start_batch, best = 0, 0, 0, None
@@ -133,6 +158,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         set_rng_state(rngs[rank])
         step, start_epoch, start_batch, best = (state["step"], state["epoch"], state["next_batch"],
                                                 state.get("best_accuracy"))
+        if learned and "combination_raw" in state:  # exact, where meta.weights went through softplus
+            with torch.no_grad():
+                core.combiner.copy_(torch.tensor(state["combination_raw"], dtype=core.combiner.dtype))
     loss_params = config.loss_params()
     config_yaml = yaml.safe_dump(config.model_dump(), sort_keys=False)
     metrics_path = out / "metrics.jsonl"
@@ -142,8 +170,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         _truncate_metrics(metrics_path, step)
         if accelerator.trackers == [] and config.log_with != "none":
             accelerator.init_trackers("rewardkit", config=_flat_config(config))
-    core.meta.training = {"data": config.data, "split": config.split, "records": len(examples),
+    core.meta.training = {"data": _plain(config.data), "split": config.split, "records": len(examples),
                           "fingerprint": train_info["fingerprint"], "loss": config.loss, "seed": config.seed}
+    counts = _objective_counts(examples, objectives)
+    if detailed:
+        core.meta.training.update({"objectives": counts, "attribute_weight": config.attribute_weight,
+                                   "attribute_scale": config.attribute_scale, "length_head": config.length_head})
 
     def gathered_weights() -> dict | None:
         """Full weights from every process where they are sharded (FSDP, DeepSpeed); None otherwise."""
@@ -155,6 +187,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         if main:
             state = {"step": step, "epoch": epoch, "next_batch": next_batch, "best_accuracy": best,
                      "total_steps": total_steps} if with_state else None
+            if state is not None and learned:
+                state["combination_raw"] = core.combiner.detach().cpu().tolist()
             save_checkpoint(out / name, core, optimizer=optimizer, scheduler=scheduler, rng_states=rngs,
                             state=state, config_yaml=config_yaml, state_dict=weights)
         accelerator.wait_for_everyone()
@@ -181,6 +215,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
                f"process(es), precision {precision}, "
                f"{'shared-prefix packed' if planner.packed else 'padded'} batches" + (f", resuming at step {step}" if step else ""))
+        if detailed:
+            _print(_describe_objectives(counts, core, config, _ignored_attributes(train_records, objectives)))
     history: list[dict] = []
     records_trained, train_seconds = 0, 0.0
     last_eval: dict | None = None
@@ -196,24 +232,34 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                 t0 = time.perf_counter()
                 global_batch = fill(batches[b], world * config.grad_accum)
                 micro_batches = shard(global_batch, world, rank, config.grad_accum)
+                # Every term is normalised over the global batch: preference records, attribute ratings.
+                n_pref = sum(examples[j].has_pairs for j in global_batch)
+                n_ratings = sum(examples[j].n_ratings for j in global_batch)
                 loss_sum = torch.zeros((), device=accelerator.device)
+                term_sums = torch.zeros(len(terms), device=accelerator.device)
                 tokens = 0
                 # Token budgets may cut a micro-batch into several forward passes; only the last one syncs
                 # gradients. Sharded backends gather weights per forward, so every rank must run the same
-                # number: there a micro-batch is one forward pass.
-                passes = [part for micro in micro_batches
-                          for part in ([micro] if sharded else forward_parts(examples, micro, planner))]
+                # number: there a micro-batch is one forward pass. So it is with a length head, whose
+                # correlation term gathers each micro-batch from every process.
+                passes = [part for micro in micro_batches for part in (
+                    [micro] if sharded or config.length_head else forward_parts(examples, micro, planner))]
                 for i, part in enumerate(passes):
                     sync = nullcontext() if i == len(passes) - 1 else accelerator.no_sync(model)
                     with sync:
-                        plan, inputs = collate_examples([examples[j] for j in part], planner, teacher)
+                        plan, labels = collate_examples([examples[j] for j in part], planner, teacher, n_obj)
                         with compute_context(precision, accelerator.device):
-                            rewards = model(**plan.to(accelerator.device).model_inputs())[:, 0]  # (n_responses,)
-                        inputs = inputs.to(accelerator.device, rewards=rewards.float())
-                        loss = compute_loss(config.loss, inputs, **loss_params)
-                        share = len(part) / len(global_batch)
-                        accelerator.backward(loss * share * world)
-                        loss_sum += loss.detach() * share
+                            outputs = model(**plan.to(accelerator.device).model_inputs(), all_outputs=True)
+                        r_obj, r_len = core.split_outputs(outputs.float())  # (n_responses, n_obj), (n_responses,)
+                        labels = labels.to(accelerator.device)
+                        local, shared, parts = _pass_loss(
+                            core, config, loss_params, labels, r_obj, r_len, n_pref, n_ratings, accelerator)
+                        # local terms are this process's share of a global mean (DDP averages, hence * world);
+                        # shared ones are already global (gathered), the same on every process.
+                        accelerator.backward(local * world + shared if shared is not None else local * world)
+                        loss_sum += local.detach() + (shared.detach() / world if shared is not None else 0.0)
+                        term_sums += torch.stack([parts.get(t, torch.zeros((), device=accelerator.device))
+                                                  for t in terms]).detach()
                         tokens += plan.real_tokens
                 global_loss = accelerator.reduce(loss_sum, "sum").item()
                 if not math.isfinite(global_loss):
@@ -239,6 +285,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                            "grad_norm": grad_norm, "records_per_s": len(batches[b]) / seconds,
                            "tokens": int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device),
                                                             "sum").item())}
+                if detailed:
+                    term_values = accelerator.reduce(term_sums, "sum").tolist()
+                    metrics.update({f"loss_{t}": v for t, v in zip(terms, term_values)})
+                    if n_obj > 1:
+                        metrics.update({f"weight_{name}": w for name, w in zip(objectives,
+                                                                                core.combination_weights())})
                 at_epoch_end = b == len(batches) - 1 or step >= total_steps
                 due_eval = (config.eval_every and step % config.eval_every == 0) or (
                     not config.eval_every and at_epoch_end)
@@ -246,6 +298,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                     last_eval = run_eval()
                     if last_eval is not None:
                         metrics["eval_accuracy"] = last_eval.get("accuracy")
+                        for name, per in (last_eval.get("objectives") or {}).items():
+                            metrics[f"eval_accuracy_{name}"] = per.get("accuracy")
                 due_save = due_eval or (config.save_every and step % config.save_every == 0) or step >= total_steps
                 if due_save:
                     last_of_epoch = b == len(batches) - 1  # resume at the next batch, or the next epoch's first
@@ -272,21 +326,150 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
 
 
 # -- pieces ------------------------------------------------------------------------------------------------------
-def load_training_data(paths: list[str], config: TrainConfig, split: str):
+def _pass_loss(core: RewardModel, config: TrainConfig, loss_params: dict, labels, r_obj: torch.Tensor,
+               r_len: torch.Tensor | None, n_pref: int, n_ratings: int, accelerator
+               ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+    """One forward pass's loss: (local, shared, per-term values for the log).
+
+    local: this process's part of the global-batch mean of the preference, attribute and combination terms.
+    shared: the ODIN terms, computed over the micro-batch gathered from every process (None without a length
+    head), weighted per micro-step.
+    r_obj: per-objective rewards (n_responses, n_objectives); r_len: the length head (n_responses,) or None.
+    """
+    n_obj = r_obj.shape[1]
+    zero = torch.zeros((), device=r_obj.device)
+    local, parts = zero, {}
+    if labels.pairs is not None:
+        share = labels.n_pref / n_pref
+        pair_rewards = r_obj + r_len[:, None] if r_len is not None else r_obj  # ODIN ranks r_Q + r_L
+        inputs = labels.pairs.to(r_obj.device, rewards=pair_rewards.flatten())
+        pref = compute_loss(config.loss, inputs, **loss_params) * share
+        local = local + pref
+        parts["pref"] = pref
+        if core.combiner is not None:
+            # BT on s = w^T r with the heads detached: only the weights learn from it (METHODS.md §2.2).
+            s = core.combine(r_obj.detach())  # (n_responses,)
+            comb = bradley_terry(s[inputs.winner // n_obj] - s[inputs.loser // n_obj], inputs.weight) * share
+            local = local + comb
+            parts["combination"] = comb
+    elif core.combiner is not None:
+        local = local + 0.0 * core.combiner.sum()  # every parameter takes part in every backward (DDP)
+    if labels.targets is not None:
+        attr = masked_mse(r_obj, labels.targets, labels.target_mask, denominator=n_ratings)
+        local = local + config.attribute_weight * attr
+        parts["attr"] = attr
+    shared = None
+    if r_len is not None:
+        quality, length_out, lengths = _gather_with_grad(
+            [r_obj, r_len[:, None], labels.lengths[:, None]], accelerator)
+        len_term = odin_length_loss(quality, length_out[:, 0], lengths[:, 0])
+        weight = core.head_layer.weight  # (n_obj + 1, hidden): the quality heads, then the length head
+        orth = odin_orthogonality(weight[:n_obj].float(), weight[n_obj].float())
+        shared = (config.length_weight * len_term + config.orthogonal_weight * orth) / config.grad_accum
+        world = accelerator.num_processes
+        parts["length"] = len_term.detach() / (config.grad_accum * world)  # summed over processes in the log
+        parts["orth"] = orth.detach() / (config.grad_accum * world)
+    return local, shared, parts
+
+
+def _gather_with_grad(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+    """Each (n_i, d) tensor concatenated over every process in rank order, gradients flowing back to each
+    process's own rows (their sum over processes). Processes may hold different n_i."""
+    if accelerator.num_processes == 1:
+        return tensors
+    from torch.distributed.nn.functional import all_gather
+
+    sizes = accelerator.gather(torch.tensor([tensors[0].shape[0]], device=tensors[0].device)).tolist()
+    out = []
+    for t in tensors:
+        padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
+        out.append(torch.cat([g[:n] for g, n in zip(all_gather(padded), sizes)]))
+    return out
+
+
+def _check_objectives(model: RewardModel, config: TrainConfig, source) -> list[str]:
+    """The model's objectives, which must be the config's when it names some, and its length head."""
+    have = model.meta.objectives
+    if config.objectives is not None and have != config.objectives:
+        raise RewardkitError(f"{source} has the objectives {have}, but the config asks for {config.objectives}; "
+                             "train from a backbone to get new heads")
+    if model.meta.length_head != config.length_head:
+        raise RewardkitError(f"{source} {'has' if model.meta.length_head else 'has no'} length head, but the "
+                             f"config says length_head={config.length_head}; train from a backbone to change it")
+    return list(have)
+
+
+def _set_combination(model: RewardModel, config: TrainConfig, resumed: bool) -> None:
+    """The combination a multi-objective model is trained and saved with: fixed weights from the config (else
+    the checkpoint's, else equal), or static weights learned from there. A resumed run keeps its own."""
+    names = model.meta.objectives
+    if len(names) == 1:
+        return
+    if config.weights is not None and not resumed:
+        model.meta.weights = [float(config.weights[n]) for n in names]
+    elif model.meta.weights is None:
+        model.meta.weights = [1.0 / len(names)] * len(names)
+    model.meta.combination = config.combination
+    if config.combination == "learned":
+        model.enable_learned_combination(config.combination_nonnegative)
+
+
+def _objective_counts(examples, objectives: list[str]) -> dict[str, dict[str, int]]:
+    counts = {name: {"preference_records": 0, "ratings": 0} for name in objectives}
+    for ex in examples:
+        if ex.has_pairs:
+            counts[objectives[ex.objective]]["preference_records"] += 1
+        for row in ex.targets or []:
+            for name, v in zip(objectives, row):
+                counts[name]["ratings"] += v is not None
+    return counts
+
+
+def _ignored_attributes(records, objectives: list[str]) -> list[str]:
+    names = {k for r in records for attrs in (r.attributes or []) for k in (attrs or {})}
+    return sorted(names - set(objectives))
+
+
+def _describe_objectives(counts: dict, model: RewardModel, config: TrainConfig, ignored: list[str]) -> str:
+    heads = ", ".join(f"{name} ({c['preference_records']} preference records, {c['ratings']} ratings)"
+                      for name, c in counts.items())
+    lines = [f"objectives: {heads}"]
+    if len(counts) > 1:
+        weights = ", ".join(f"{n} {w:.3g}" for n, w in zip(counts, model.combination_weights()))
+        lines.append(f"combination {model.meta.combination}: {weights}"
+                     + (f" (learned at lr {config.combination_lr})" if model.combiner is not None else ""))
+    if config.length_head:
+        lines.append(f"ODIN length head: lambda_L {config.length_weight}, lambda_O {config.orthogonal_weight}")
+    if ignored:
+        lines.append(f"attributes that name no objective, ignored: {', '.join(ignored)}")
+    return "\n".join(lines)
+
+
+def _plain(entries: list) -> list:
+    """Data entries as JSON: paths stay strings, tagged files become {path, objective}."""
+    return [e if isinstance(e, str) else e.model_dump(exclude_none=True) for e in entries]
+
+
+def load_training_data(sources: list[str | DataSource], config: TrainConfig, split: str):
     """Records of every file (agreed split applied per file); a file's name becomes the subset of records
-    that have none, so per-file accuracy shows up in the report."""
+    that have none, so per-file accuracy shows up in the report, and a file's objective tag becomes the
+    objective of records that name none."""
     from rewardkit.data import load_split
 
-    if not paths:
+    if not sources:
         raise RewardkitError("config: field 'data': no training data given")
     records, skipped = [], 0
     digest = hashlib.sha256()
-    for path in paths:
+    for src in sources:
+        src = src if isinstance(src, DataSource) else DataSource(path=str(src))
+        path = src.path
         result = load_split(path, split, config.format, config.field_map, skip_bad=config.skip_bad)
         part = result.records
         name = Path(path).parent.name if Path(path).name.startswith(("train.", "test.")) else Path(path).stem
         for r in part:
             r.meta.setdefault("subset", name)
+            if src.objective is not None:
+                r.meta.setdefault("objective", src.objective)
             digest.update(json.dumps(r.to_json(), sort_keys=True, default=str).encode())
         records.extend(part)
         skipped += result.skipped
