@@ -25,8 +25,8 @@ import numpy as np
 from rewardkit.data.record import Message, PreferenceRecord
 from rewardkit.eval import metrics
 from rewardkit.eval.evaluate import evaluate
-from rewardkit.eval.plotting import new_figure, save_png
-from rewardkit.io import atomic_write_json, atomic_write_text, json_ready
+from rewardkit.eval.plotting import new_figure, save_png, write_report_files
+from rewardkit.io import json_ready
 from rewardkit.models.scorer import Scorer, ScoreResult
 
 SNIPPET_CHARS = 160
@@ -387,9 +387,4 @@ def write_comparison(report: dict[str, Any], out_dir: str | os.PathLike) -> dict
 
     Returns {"json": path, "markdown": path, "plot": path}.
     """
-    out_dir = Path(out_dir)
-    paths = {"json": out_dir / "compare.json", "markdown": out_dir / "compare.md", "plot": out_dir / "compare.png"}
-    atomic_write_json(paths["json"], report)
-    atomic_write_text(paths["markdown"], compare_markdown(report, image=paths["plot"].name))
-    plot_subset_accuracy(report, paths["plot"])
-    return paths
+    return write_report_files(report, out_dir, "compare", compare_markdown, plot_subset_accuracy)

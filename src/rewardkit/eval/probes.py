@@ -29,9 +29,9 @@ import numpy as np
 
 from rewardkit.data.record import Message, PreferenceRecord, Response
 from rewardkit.errors import DataError
-from rewardkit.eval.plotting import new_figure, save_png
+from rewardkit.eval.plotting import new_figure, save_png, write_report_files
 from rewardkit.eval.report import markdown_table
-from rewardkit.io import atomic_write_json, atomic_write_text, json_ready
+from rewardkit.io import json_ready
 from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer
 
 NEUTRAL, DEGRADING = "neutral", "degrading"
@@ -720,9 +720,4 @@ def plot_probe_effects(report: dict[str, Any], path: str | os.PathLike) -> Path:
 def write_probe_report(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write probe.json, probe.md and probe.png into `out_dir`, each atomically (a crash leaves the old file
     or none, never half of one). Returns {"json": path, "markdown": path, "plot": path}."""
-    out_dir = Path(out_dir)
-    paths = {"json": out_dir / "probe.json", "markdown": out_dir / "probe.md", "plot": out_dir / "probe.png"}
-    atomic_write_json(paths["json"], report)
-    atomic_write_text(paths["markdown"], probe_markdown(report, image=paths["plot"].name))
-    plot_probe_effects(report, paths["plot"])
-    return paths
+    return write_report_files(report, out_dir, "probe", probe_markdown, plot_probe_effects)
