@@ -68,12 +68,11 @@ def test_fit_static_end_to_end(llama, tmp_path):
     assert report.heads["harm"]["kind"] == "bt" and report.heads["harm"]["n"] == 24
     assert report.heads["harm"]["train_accuracy"] >= 0.9
     assert report.n_pairs == 48 and report.n_items == 60 and report.n_responses == 120
-    assert not report.cache_hit and report.extract_seconds > 0
-    assert 0 < report.fit_seconds < 30 and report.fit_seconds == pytest.approx(
-        report.heads_seconds + report.combination_seconds)
+    assert not report.cache_hit and report.extract_seconds is not None  # extracted, not read from a cache
+    # The fit time is the heads' plus the combination's (how long they take is for bench/, not a test).
+    assert report.fit_seconds == pytest.approx(report.heads_seconds + report.combination_seconds)
     assert report.accuracy["all"] >= 0.9 and set(report.accuracy) == {"all", "help", "harm"}
     assert set(report.combination["weights"]) == {"help", "harm", "verbosity"}
-    print(f"\nfrozen heads, static: fit {report.fit_seconds:.3f}s, extract {report.extract_seconds:.3f}s")
 
     results = scorer.score(ITEMS)
     check_result_invariants(results, scorer.objectives)
@@ -105,7 +104,8 @@ def test_gate_with_decorrelation_saves_and_loads(llama, llama_dir, tmp_path):
     scorer.save(tmp_path / "frozen")
     meta = json.loads((tmp_path / "frozen" / "frozen_heads.json").read_text())
     assert meta["backbone"] == str(llama_dir.resolve()) and meta["combination"] == "gate"
-    assert meta["fit_report"]["fit_seconds"] > 0
+    saved = meta["fit_report"]  # the fit report travels with the scorer
+    assert saved["fit_seconds"] == pytest.approx(saved["heads_seconds"] + saved["combination_seconds"])
     loaded = FrozenHeadsScorer.load(tmp_path / "frozen", precision="fp32")  # backbone from the reference
     assert flat(loaded.score(ITEMS)) == pytest.approx(flat(results), abs=1e-6)
     assert loaded.fit_report.fit_seconds == scorer.fit_report.fit_seconds
