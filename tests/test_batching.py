@@ -75,11 +75,11 @@ def test_make_segment_positions_branches_and_ends():
     assert s.tokens == [1, 2, 3, 4, 5, 3, 4]
     assert s.positions == [0, 1, 2, 3, 2, 2, 3]
     assert s.branch == [0, 0, 1, 1, 2, 3, 3]
-    assert s.ends == [3, 4, 6]
+    assert s.reads == [3, 4, 6]
     assert len(s) == 7
 
     single = make_segment([[5, 6, 7]])
-    assert (single.tokens, single.positions, single.branch, single.ends) == ([5, 6, 7], [0, 1, 2], [1, 1, 1], [2])
+    assert (single.tokens, single.positions, single.branch, single.reads) == ([5, 6, 7], [0, 1, 2], [1, 1, 1], [2])
 
     rng = random.Random(1)
     for seqs in random_groups(rng, 200):
@@ -91,7 +91,7 @@ def test_make_segment_positions_branches_and_ends():
             own = [i for i in range(len(s)) if s.branch[i] in (0, k + 1)]
             assert [s.tokens[i] for i in own] == q
             assert [s.positions[i] for i in own] == list(range(len(q)))
-            assert s.ends[k] == own[-1]
+            assert s.reads[k] == own[-1]
 
 
 def test_segment_tokens_without_sharing_counts_every_token():

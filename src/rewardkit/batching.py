@@ -15,7 +15,8 @@ is waste. A plan removes both before anything runs:
   padded to the batch's own longest sequence) in token-budget batches.
 
 Shapes: a plan has `rows` x `width` tokens. `score_index` is a flat index into the (rows * width) tokens, one
-per input sequence, in input order (group by group, sequence by sequence).
+per read, in input order (group by group, sequence by sequence): a sequence is read at its last token, or, when
+split into steps (`Encoded.reads`), once per step.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class BatchPlan:
     input_ids, position_ids: (rows, width) long.
     attention_mask: (rows, width) 0/1 for a padded plan; (rows, 1, width, width) bool for a packed plan
         (True = may attend).
-    score_index: (n_sequences,) long, flat positions into rows * width where each sequence's score is read.
+    score_index: (n_reads,) long, flat positions into rows * width where scores are read: one per sequence, or
+        one per step of a step-split sequence (`Encoded.read_offsets`), in input order.
     token_type_ids: (rows, width) for sentence-pair encoders, else None.
     """
 
@@ -104,14 +106,17 @@ def plan_padded(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "ri
     ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     types = torch.zeros((len(encoded), width), dtype=torch.long) if encoded[0].token_type_ids else None
+    reads = []
     for row, e in enumerate(encoded):
         n = len(e.input_ids)
-        cols = slice(width - n, width) if padding_side == "left" else slice(0, n)
-        ids[row, cols] = torch.tensor(e.input_ids)
-        mask[row, cols] = 1
+        start = width - n if padding_side == "left" else 0
+        ids[row, start: start + n] = torch.tensor(e.input_ids)
+        mask[row, start: start + n] = 1
         if types is not None:
-            types[row, cols] = torch.tensor(e.token_type_ids)
-    return BatchPlan(ids, position_ids_from_mask(mask), mask, padded_score_index(mask), types, int(mask.sum()))
+            types[row, start: start + n] = torch.tensor(e.token_type_ids)
+        reads += [row * width + start + offset for offset in e.read_offsets]
+    return BatchPlan(ids, position_ids_from_mask(mask), mask, torch.tensor(reads, dtype=torch.long), types,
+                     int(mask.sum()))
 
 
 # -- packed plans with shared prefixes (causal backbones) ----------------------------------------------------
@@ -120,13 +125,14 @@ class Segment:
     """A group of sequences laid out as [shared prefix | suffix 1 | ... | suffix K].
 
     tokens, positions, branch: one entry per token; branch 0 is the prefix, k + 1 the k-th suffix.
-    ends: offset of each sequence's last token inside the segment, in input order.
+    reads: offsets inside the segment where each sequence's scores are read (its last token, or its steps'
+        separators), in input order, flattened.
     """
 
     tokens: list[int]
     positions: list[int]
     branch: list[int]
-    ends: list[int]
+    reads: list[int]
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -146,16 +152,20 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
-def make_segment(sequences: Sequence[Sequence[int]]) -> Segment:
+def make_segment(sequences: Sequence[Sequence[int]], reads: Sequence[Sequence[int]] | None = None) -> Segment:
+    """reads: per sequence, the offsets (in its own tokens) to read; default its last token. A read inside the
+    shared prefix is read there: the prefix's tokens see exactly what they would see alone."""
+    reads = reads or [[len(s) - 1] for s in sequences]
     p = shared_prefix_length(sequences)
-    tokens, positions, branch, ends = list(sequences[0][:p]), list(range(p)), [0] * p, []
+    tokens, positions, branch, out = list(sequences[0][:p]), list(range(p)), [0] * p, []
     for k, seq in enumerate(sequences):
+        start = len(tokens)
         suffix = seq[p:]
         tokens += suffix
         positions += range(p, p + len(suffix))
         branch += [k + 1] * len(suffix)
-        ends.append(len(tokens) - 1)
-    return Segment(tokens, positions, branch, ends)
+        out += [j if j < p else start + j - p for j in reads[k]]
+    return Segment(tokens, positions, branch, out)
 
 
 def segment_tokens(group: Sequence[Encoded], share: bool) -> int:
@@ -192,8 +202,8 @@ def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool
     Token i may attend to token j when both are in the same segment, j <= i, and j is in the prefix or in
     i's own suffix. Padding tokens attend to each other only, so no softmax row is empty.
     """
-    segments = [make_segment([e.input_ids for e in g]) if share
-                else _concat([make_segment([e.input_ids]) for e in g]) for g in groups]
+    segments = [make_segment([e.input_ids for e in g], [e.read_offsets for e in g]) if share
+                else _concat([make_segment([e.input_ids], [e.read_offsets]) for e in g]) for g in groups]
     longest = max(len(s) for s in segments)
     rows = pack_rows([len(s) for s in segments], max(width or 0, longest))
     row_width = max(sum(len(segments[i]) for i in row) for row in rows)
@@ -213,7 +223,7 @@ def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool
             pos[r, span] = torch.tensor(s.positions)
             seg_id[r, span] = i
             branch[r, span] = torch.tensor(s.branch)
-            ends[i] = [r * row_width + col + e for e in s.ends]
+            ends[i] = [r * row_width + col + e for e in s.reads]
             col += len(s)
     same_segment = seg_id[:, :, None] == seg_id[:, None, :]
     causal = torch.ones(row_width, row_width, dtype=torch.bool).tril_()
@@ -225,13 +235,13 @@ def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool
 
 def _concat(segments: Sequence[Segment]) -> Segment:
     """Independent sequences as one segment with one branch each and no shared prefix."""
-    tokens, positions, branch, ends = [], [], [], []
+    tokens, positions, branch, reads = [], [], [], []
     for k, s in enumerate(segments):
-        ends.append(len(tokens) + s.ends[0])
+        reads += [len(tokens) + j for j in s.reads]
         tokens += s.tokens
         positions += s.positions
         branch += [k + 1] * len(s)
-    return Segment(tokens, positions, branch, ends)
+    return Segment(tokens, positions, branch, reads)
 
 
 # -- token-budget batches -------------------------------------------------------------------------------------

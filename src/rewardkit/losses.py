@@ -367,6 +367,31 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor, denominator: Tensor |
     return sq.sum() / count.to(pred.dtype).clamp_min(1.0)  # no label: 0 / 1, never 0 / 0
 
 
+def step_bce(logits: Tensor, target: Tensor, mask: Tensor, denominator: Tensor | float | None = None) -> Tensor:
+    """Process reward models' step loss: binary cross-entropy of P(step correct) = sigmoid(logit) against
+    hard or soft step labels, unlabeled steps masked (METHODS.md §4.2):
+    ``-sum m [y log p + (1 - y) log(1 - p)] / sum m``.
+
+    Args:
+        logits (Tensor): one logit per step read, shape (n_steps,).
+        target (Tensor): labels in [0, 1], any value where ``mask`` is False, shape (n_steps,).
+        mask (Tensor): bool, True where a step is labelled, shape (n_steps,).
+        denominator (Tensor | float | None): the labelled-step count to divide by instead of ``mask.sum()``
+            (the global batch's, so a batch cut into several passes gets the same gradient).
+
+    Returns:
+        Tensor: scalar loss; 0 (attached to the graph) with no labelled step.
+    """
+    if logits.shape != target.shape or logits.shape != mask.shape:
+        raise ValueError(f"logits, target and mask must have one shape, got {tuple(logits.shape)}, "
+                         f"{tuple(target.shape)} and {tuple(mask.shape)}")
+    mask = mask.bool()
+    y = torch.where(mask, target.to(logits.dtype), torch.zeros_like(logits))
+    per_step = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    count = mask.sum() if denominator is None else torch.as_tensor(denominator, device=logits.device)
+    return torch.where(mask, per_step, torch.zeros_like(per_step)).sum() / count.to(logits.dtype).clamp_min(1.0)
+
+
 def to_helpsteer(y: Tensor | float) -> Tensor | float:
     """HelpSteer 0-4 ratings to the unit-scale regression target ``(y + 0.5) / 5`` (METHODS §2.1)."""
     return (y + 0.5) / 5.0

@@ -10,6 +10,10 @@ the rules:
   the response.
 - Truncation drops prompt tokens from the left first; only a response longer than the whole budget loses
   its own leading tokens. Its end, where the reward is read, is never cut, and what was cut is counted.
+- A response split into reasoning steps (process reward models, METHODS.md §4.2) is tokenized step by step,
+  each step followed by the separator's own tokens, so no token ever merges across a separator, and a
+  step's score is read at its separator's last token. A solution too long for the budget loses whole steps
+  from its end: the early steps, where the first error is looked for, keep exact scores.
 
 How encoded sequences are laid out in a batch, and where their scores are read, is rewardkit.batching's job.
 """
@@ -45,7 +49,11 @@ class Encoded:
     response_start:      index of the first response token (the boundary).
     response_tokens:     length of the response content alone, template tokens excluded.
     prompt_truncated:    prompt tokens dropped from the left to fit max_length.
-    response_truncated:  response tokens dropped from its start (only when the response alone overflows).
+    response_truncated:  response tokens dropped from its start (only when the response alone overflows), or,
+                         for a step-split response, from its end.
+    reads:               offsets into input_ids where scores are read: one per step for a step-split response
+                         (the separator's last token), in step order; None reads the last token only.
+    n_steps:             steps of a step-split response (more than len(reads) when trailing steps were cut).
     """
 
     input_ids: list[int]
@@ -54,6 +62,13 @@ class Encoded:
     response_tokens: int
     prompt_truncated: int = 0
     response_truncated: int = 0
+    reads: list[int] | None = None
+    n_steps: int = 0
+
+    @property
+    def read_offsets(self) -> list[int]:
+        """Where this sequence's scores are read: its steps' separators, else its last token."""
+        return self.reads if self.reads is not None else [len(self.input_ids) - 1]
 
     @property
     def truncated(self) -> int:
@@ -137,6 +152,63 @@ class TextEncoder:
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    # -- step-split responses (process reward models) --------------------------------------------------------
+    def encode_steps(self, prompt: list[Message], steps: Sequence[str], separator: str) -> Encoded:
+        """A response given as reasoning steps: `[prompt | step 1, sep | ... | step n, sep | end]`, each step and
+        each separator tokenized on its own (so nothing merges across a separator), one read per step at its
+        separator's last token.
+
+        The prompt is rendered as `encode` renders it; the template's text around the response (its opening
+        and its end-of-turn) is kept. Over max_length, prompt tokens go first, then whole steps from the end;
+        if even the first step does not fit, its leading tokens are dropped so its separator stays.
+        """
+        if not steps:
+            raise RewardkitError("a step-split response needs at least one step")
+        sep_ids = self.token_ids(separator)
+        if not sep_ids:
+            raise RewardkitError(f"the step separator {separator!r} encodes to no tokens with this tokenizer")
+        pieces = [self.token_ids(step) + sep_ids for step in steps]
+        if self.mode == "pair":
+            prefix, middle, suffix = self._pair
+            prompt_ids, opening, closing = self.token_ids(_plain_prompt_text(prompt)), [], []
+        else:
+            prompt_ids, opening, closing = self._steps_frame(prompt)
+            prefix, _, suffix = self._single
+            rendered = prompt_ids + opening
+            if prefix and rendered[: len(prefix)] == prefix:
+                prefix = []
+            middle = []
+            eos = self.tokenizer.eos_token_id
+            suffix = [t for t in suffix if t != eos]
+            if eos is not None and eos in closing:
+                closing = closing[: closing.index(eos) + 1]
+            elif self.append_eos and eos is not None:
+                suffix = suffix + [eos]
+        fixed = len(prefix) + len(middle) + len(opening) + len(closing) + len(suffix)
+        prompt_ids, pieces, cut_p, cut_r = _truncate_steps(prompt_ids, pieces, self.max_length, fixed)
+        head = prefix + prompt_ids + middle
+        ids, reads = head + opening, []
+        for piece in pieces:
+            ids += piece
+            reads.append(len(ids) - 1)
+        ids += closing + suffix
+        types = [0] * len(head) + [1] * (len(ids) - len(head)) if self._pair is not None else None
+        content_tokens = sum(len(self.token_ids(step)) for step in steps)
+        return Encoded(ids, types, len(head), content_tokens, cut_p, cut_r, reads, len(steps))
+
+    def _steps_frame(self, prompt: list[Message]) -> tuple[list[int], list[int], list[int]]:
+        """(prompt ids, the template's opening of the answer, its closing) in chat mode, found by rendering
+        the conversation with a marker for the answer."""
+        marker = "\u2063rewardkit-steps\u2063"
+        prompt_str, full = self.render(prompt, marker)
+        at = full.find(marker, len(prompt_str))
+        if at < 0:
+            raise RewardkitError("the chat template does not show the answer's text verbatim; step-split "
+                                 "responses need a template that does")
+        opening, closing = full[len(prompt_str): at], full[at + len(marker):]
+        return (self.token_ids(prompt_str), self.token_ids(opening) if opening else [],
+                self.token_ids(closing) if closing else [])
+
 
 def _plain_prompt_text(prompt: list[Message]) -> str:
     """A single user turn is its own text; longer conversations are rendered as plain 'Role: text' turns."""
@@ -167,6 +239,51 @@ def _truncate_left(prompt: list[int], response: list[int], max_length: int | Non
     prompt = prompt[cut_p:]
     cut_r = max(0, len(response) - room)
     return prompt, response[cut_r:], cut_p, cut_r
+
+
+def _truncate_steps(prompt: list[int], pieces: list[list[int]], max_length: int | None, fixed: int):
+    """(prompt, step pieces, prompt tokens cut, step tokens cut): prompt tokens from the left first, then whole
+    steps from the end, and, if the first step alone is too long, its leading tokens."""
+    total = fixed + len(prompt) + sum(len(p) for p in pieces)
+    if max_length is None or total <= max_length:
+        return prompt, pieces, 0, 0
+    room = max_length - fixed
+    if room < 1:
+        raise RewardkitError(f"max_length {max_length} leaves no room for any token "
+                             f"({fixed} template and special tokens are needed)")
+    need = sum(len(p) for p in pieces)
+    keep_prompt = max(0, room - need)
+    cut_p = len(prompt) - keep_prompt
+    prompt = prompt[cut_p:]
+    kept, used = [], 0
+    for piece in pieces:
+        if used + len(piece) > room:
+            break
+        kept.append(piece)
+        used += len(piece)
+    if not kept:
+        kept = [pieces[0][len(pieces[0]) - room:]]
+    cut_r = sum(len(p) for p in pieces) - sum(len(p) for p in kept)
+    return prompt, kept, cut_p, cut_r
+
+
+def resolve_separator(tokenizer, separator: str = "auto") -> str:
+    """The step separator for a tokenizer. "auto": a newline where the tokenizer keeps it as a token of its own
+    (byte-level BPE, SentencePiece families), else the tokenizer's [SEP] token (WordPiece encoders, which
+    drop whitespace). Any other string is checked to encode to at least one token."""
+    def kept(text: str) -> bool:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return bool(ids) and text in tokenizer.decode(ids)
+
+    if separator != "auto":
+        if not tokenizer(separator, add_special_tokens=False)["input_ids"]:
+            raise RewardkitError(f"the step separator {separator!r} encodes to no tokens with this tokenizer")
+        return separator
+    if kept("\n"):
+        return "\n"
+    if getattr(tokenizer, "sep_token", None):
+        return tokenizer.sep_token
+    raise RewardkitError("this tokenizer keeps no newline and has no [SEP] token: set step_separator")
 
 
 def special_layout(tokenizer, *, pair: bool) -> tuple[list[int], list[int], list[int]]:

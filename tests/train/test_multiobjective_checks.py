@@ -139,6 +139,7 @@ class FakeText:
     def encode(self, prompt, response):
         from rewardkit.text import Encoded
 
+        response = response.content
         ids = list(range(len(response.split()) + 3))
         return Encoded(ids, None, 3, len(response.split()))
 

@@ -42,6 +42,9 @@ def evaluate(
     comparison; plus "weights", the combination weights of the first result. The top-level accuracy is the
     combined reward's on every comparison, as for any scorer.
 
+    Process reward models' results (ScoreResult.step_rewards) on records with step labels add "steps"
+    (rewardkit.eval.steps.evaluate_steps: step AUROC and accuracy, solution AUROC per aggregation).
+
     Only comparisons with p > 0.5 are counted (they are the ones with a direction; `comparisons()` emits no
     others). Records without a comparison count in "n" and "n_unlabeled" only. "subsets" holds only the
     subsets that records name; records without a subset count in the overall numbers alone. Lengths are the
@@ -114,6 +117,10 @@ def evaluate(
     if per_objective is not None:
         report["objectives"] = per_objective
         report["weights"] = next((res.weights for res in results if res.weights is not None), None)
+    if any(res.step_rewards is not None for res in results) and any(rec.step_labels for rec in records):
+        from rewardkit.eval.steps import evaluate_steps
+
+        report["steps"] = evaluate_steps(records, results)
     return json_ready(report)
 
 

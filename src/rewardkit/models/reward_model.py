@@ -24,7 +24,7 @@ from torch import nn
 
 from rewardkit.errors import ModelError, first_line
 from rewardkit.io import atomic_directory
-from rewardkit.text import TextEncoder
+from rewardkit.text import Encoded, TextEncoder
 
 META_FILE = "rewardkit.json"
 META_VERSION = 1
@@ -102,6 +102,10 @@ class RewardModelMeta:
       backbone's own classifier on its pooled output ([CLS] for BERT-like encoders).
     text_mode: "chat" renders with `chat_template`; "pair" uses the tokenizer's sentence-pair encoding.
     normalization: {"mean", "std"} of rewards on a reference set, for normalised serving.
+    step_separator: set for a process reward model (METHODS.md §4): responses are encoded step by step, each
+      step followed by this separator, and the head is read at every separator, giving the logit of P(step is
+      correct). None: an outcome reward model, read once per response.
+    step_aggregation: how a process model's step probabilities become the response's reward (rewardkit.steps).
     """
 
     objectives: list[str] = field(default_factory=lambda: ["reward"])
@@ -118,7 +122,13 @@ class RewardModelMeta:
     base_model: str | None = None
     training: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None  # set while the checkpoint holds a LoRA adapter, not merged weights
+    step_separator: str | None = None
+    step_aggregation: str = "min"
     format_version: int = META_VERSION
+
+    @property
+    def is_process(self) -> bool:
+        return self.step_separator is not None
 
     @property
     def n_outputs(self) -> int:
@@ -160,6 +170,14 @@ class RewardModelMeta:
             raise ModelError(f"{source}: field 'combination' must be one of {', '.join(COMBINATIONS)}")
         if not isinstance(meta.length_head, bool):
             raise ModelError(f"{source}: field 'length_head' must be true or false")
+        if meta.step_separator is not None and (not isinstance(meta.step_separator, str) or not meta.step_separator):
+            raise ModelError(f"{source}: field 'step_separator' must be a non-empty string or null")
+        from rewardkit.steps import AGGREGATIONS
+
+        if meta.step_aggregation not in AGGREGATIONS:
+            raise ModelError(f"{source}: field 'step_aggregation' must be one of {', '.join(AGGREGATIONS)}")
+        if meta.is_process and (len(meta.objectives) > 1 or meta.length_head):
+            raise ModelError(f"{source}: a process reward model has one objective and no length head")
         return meta
 
 
@@ -197,11 +215,14 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, objectives: list[str] | None = None,
                         max_length: int | None = None, chat_template: str | None = None,
                         dtype: torch.dtype = torch.float32, seed: int = 0, gguf_file: str | None = None,
-                        trust_remote_code: bool = False, length_head: bool = False) -> RewardModel:
+                        trust_remote_code: bool = False, length_head: bool = False,
+                        step_separator: str | None = None, step_aggregation: str | None = None) -> RewardModel:
         """Load a rewardkit checkpoint, an existing sequence-classification reward model (e.g. one saved by
         TRL), or a plain backbone (causal LM or encoder), which gets a freshly initialised head.
 
-        `objectives` and `length_head` shape a new head only; a rewardkit checkpoint keeps its own.
+        `objectives`, `length_head` and `step_separator` ("auto" or a string: a process reward model, see
+        RewardModelMeta) shape a new head only; a rewardkit checkpoint keeps its own. `step_aggregation`
+        overrides a process model's stored rule.
 
         The new head is initialised under `seed` without touching the global RNG, so the same call always
         builds the same model.
@@ -256,6 +277,12 @@ class RewardModel(nn.Module):
                 max_length=_default_max_length(config, tokenizer),
                 base_model=str(name_or_path),
             )
+            if step_separator is not None:
+                from rewardkit.text import resolve_separator
+
+                if len(meta.objectives) > 1 or length_head:
+                    raise ModelError("a process reward model has one objective and no length head")
+                meta.step_separator = resolve_separator(tokenizer, step_separator)
             if not is_reward_model:
                 _ensure_distinct_pad(tokenizer, model)
         else:
@@ -263,6 +290,13 @@ class RewardModel(nn.Module):
                 meta.chat_template = chat_template
         if max_length:
             meta.max_length = max_length
+        if step_aggregation is not None:
+            from rewardkit.steps import AGGREGATIONS
+
+            if step_aggregation not in AGGREGATIONS:
+                raise ModelError(f"unknown step aggregation {step_aggregation!r}; choose one of "
+                                 f"{', '.join(AGGREGATIONS)}")
+            meta.step_aggregation = step_aggregation
         if tokenizer.pad_token_id is None:  # batching only: scores are read from the attention mask
             tokenizer.pad_token = tokenizer.eos_token
         labels = meta.objectives + ([LENGTH_LABEL] if meta.length_head else [])
@@ -279,13 +313,25 @@ class RewardModel(nn.Module):
         if not meta.base_model:
             raise ModelError(f"{path / META_FILE}: field 'base_model' is needed to load a LoRA adapter")
         base = cls.from_pretrained(meta.base_model, objectives=meta.objectives, length_head=meta.length_head,
-                                   **kwargs)
+                                   step_separator=meta.step_separator, **kwargs)
         try:
             peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=True)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load the LoRA adapter in {path}: {first_line(e)}") from e
         meta.max_length = kwargs.get("max_length") or meta.max_length
         return cls(peft_model, base.tokenizer, meta)
+
+    # -- text --------------------------------------------------------------------------------------------------
+    def encode(self, prompt, response) -> Encoded:
+        """One (prompt, response) as this model reads it: a process model encodes the response's steps (its
+        `steps`, else its paragraphs) with one read per step; an outcome model reads the whole text once."""
+        content = response if isinstance(response, str) else response.content
+        if not self.meta.is_process:
+            return self.text.encode(prompt, content)
+        from rewardkit.steps import split_steps
+
+        steps = getattr(response, "steps", None) or split_steps(content)
+        return self.text.encode_steps(prompt, steps, self.meta.step_separator)
 
     # -- LoRA ----------------------------------------------------------------------------------------------
     def enable_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.0,
@@ -411,7 +457,12 @@ class RewardModel(nn.Module):
                 return torch.func.functional_call(self, self._cast_weights(self.compute_dtype), (), inputs)
             finally:
                 self._in_cast_pass = False
-        if self.meta.score_rule == "classifier":
+        if self.meta.score_rule == "classifier" and self.meta.is_process:
+            kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+            hidden = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                              **kwargs).last_hidden_state
+            out = _token_classifier(self.hf_model, hidden.flatten(0, 1)[score_index])
+        elif self.meta.score_rule == "classifier":
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
             out = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
         else:
@@ -507,6 +558,21 @@ def read_meta(path: str | os.PathLike) -> RewardModelMeta | None:
         return RewardModelMeta.from_json(json.loads(meta_path.read_text()), str(meta_path))
     except json.JSONDecodeError as e:
         raise ModelError(f"{meta_path}: not valid JSON ({e})") from e
+
+
+def _token_classifier(hf: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """An encoder classifier's head applied to chosen tokens' hidden states (n, h) instead of its pooled first
+    token: what a process model reads at each step separator. BERT-style: pooler dense + activation, then
+    the classifier; RoBERTa-style heads take the token as their first position."""
+    pooler = getattr(hf.base_model, "pooler", None)
+    classifier = getattr(hf, "classifier", None)
+    if classifier is None:
+        raise ModelError(f"{type(hf).__name__} has no classifier head to read per step")
+    if isinstance(classifier, nn.Linear):
+        if pooler is not None and hasattr(pooler, "dense"):
+            hidden = pooler.activation(pooler.dense(hidden)) if hasattr(pooler, "activation") else pooler.dense(hidden)
+        return classifier(hidden)
+    return classifier(hidden[:, None, :])
 
 
 def _has_child(model: nn.Module, name: str) -> bool:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import math
+
 import torch
 
 from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.errors import RewardkitError
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
+from rewardkit.steps import AGGREGATIONS, aggregate
 from rewardkit.precision import compute_context, compute_dtype, default_device, resolve_precision
 from rewardkit.text import Encoded, _truncate_left
 
@@ -26,7 +29,18 @@ class RewardModelScorer:
 
     def __init__(self, model: RewardModel, *, device: str | torch.device | None = None,
                  precision: str = "auto", batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_batch_size: int | None = 64, share_prefix: bool | None = None):
+                 max_batch_size: int | None = 64, share_prefix: bool | None = None,
+                 aggregation: str | None = None):
+        """aggregation: for a process reward model, how step probabilities become each response's reward
+        (rewardkit.steps.AGGREGATIONS; default the model's own, meta.step_aggregation)."""
+        if aggregation is not None:
+            if not model.meta.is_process:
+                raise RewardkitError("aggregation applies to process reward models only; this model gives one "
+                                     "reward per response")
+            if aggregation not in AGGREGATIONS:
+                raise RewardkitError(f"unknown step aggregation {aggregation!r}; choose one of "
+                                     f"{', '.join(AGGREGATIONS)}")
+        self.aggregation = aggregation or model.meta.step_aggregation
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
@@ -41,7 +55,7 @@ class RewardModelScorer:
         return cls(model, **kwargs)
 
     def encode(self, items: Sequence[ScoreItem]) -> list[list[Encoded]]:
-        return [[self.model.text.encode(it.prompt, r.content) for r in it.responses] for it in items]
+        return [[self.model.encode(it.prompt, r) for r in it.responses] for it in items]
 
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         """One ScoreResult per item, in order."""
@@ -58,6 +72,9 @@ class RewardModelScorer:
         the model expects must already be in the ids), so a policy's own tokenization is what gets scored.
         The score is read at each response's last id. Over `max_length`, prompt ids are dropped from the left
         first, as `TextEncoder.encode` does."""
+        if self.model.meta.is_process:
+            raise RewardkitError("a process reward model reads a score at every step separator, so it takes text "
+                                 "(responses split into steps), not token ids")
         vocab = self.vocab_size
         named = [("prompt_ids", prompt_ids)] + [(f"response_ids[{k}]", r) for k, r in enumerate(response_ids)]
         for where, ids in named:
@@ -90,10 +107,27 @@ class RewardModelScorer:
             batch = [todo[k] for k in part]
             plan = self.planner.plan([encoded[i] for i in batch]).to(self.device)
             with compute_context(self.precision, self.device):
-                rewards = self.model(**plan.model_inputs()).float().cpu().tolist()  # (n, n_objectives)
+                rewards = self.model(**plan.model_inputs()).float().cpu().tolist()  # (n_reads, n_objectives)
             for i in batch:
-                outputs[i], rewards = rewards[: len(encoded[i])], rewards[len(encoded[i]):]
+                n = sum(len(e.read_offsets) for e in encoded[i])
+                outputs[i], rewards = rewards[:n], rewards[n:]
+        if self.model.meta.is_process:
+            return [self._process_result(row, outputs[i]) for i, row in enumerate(encoded)]
         return [self._result(row, outputs[i]) for i, row in enumerate(encoded)]
+
+    def _process_result(self, row: list[Encoded], logits: list[list[float]]) -> ScoreResult:
+        """A process model's reads are step logits: step_rewards are P(step correct) = sigmoid(logit), None for
+        steps truncation cut, and each reward aggregates them (`aggregation`)."""
+        step_rewards = []
+        for e in row:
+            n = len(e.read_offsets)
+            p = [1.0 / (1.0 + math.exp(-v[0])) for v in logits[:n]]
+            logits = logits[n:]
+            step_rewards.append(p + [None] * (e.n_steps - n))
+        rule = self.aggregation
+        return ScoreResult(
+            rewards=[aggregate(s, rule) for s in step_rewards], step_rewards=step_rewards,
+            response_tokens=[e.response_tokens for e in row], truncated=[e.truncated for e in row])
 
     def _result(self, row: list[Encoded], per_response: list[list[float]]) -> ScoreResult:
         """per_response: (n_responses, n_objectives), quality heads only (a length head is never a score).
@@ -116,8 +150,10 @@ class RewardModelScorer:
 
     def describe(self) -> dict[str, Any]:
         meta = self.model.meta
+        process = {"step_separator": meta.step_separator, "step_aggregation": self.aggregation}
         return {
-            "kind": "reward_model", "name": meta.base_model, "objectives": meta.objectives,
+            "kind": "process_reward_model" if meta.is_process else "reward_model", "name": meta.base_model,
+            "objectives": meta.objectives, **(process if meta.is_process else {}),
             **({"combination": meta.combination, "weights": dict(zip(meta.objectives,
                                                                      self.model.combination_weights()))}
                if len(meta.objectives) > 1 else {}),

@@ -1,8 +1,8 @@
 """Training examples and the order they are seen in.
 
 A training example is one record with everything the loss needs: its encoded responses, the comparisons
-(or full ranking) between them and the objective they speak to, and the attribute ratings of its responses
-for objectives it rates. Each record counts once in the preference loss, however many pairs it implies: a
+(or full ranking) between them and the objective they speak to, the attribute ratings of its responses
+for objectives it rates, and, for a process reward model, its responses' step labels. Each record counts once in the preference loss, however many pairs it implies: a
 record's pair weights sum to one; attribute ratings count one each in the regression loss.
 
 The order is a pure function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted
@@ -21,7 +21,7 @@ from rewardkit.data.record import PreferenceRecord
 from rewardkit.errors import DataError
 from rewardkit.losses import LossInputs, to_helpsteer
 from rewardkit.batching import BatchPlan, Planner
-from rewardkit.text import Encoded, TextEncoder
+from rewardkit.text import Encoded
 
 MEGA_BATCH = 32  # batches per length-grouping window: large enough to group, small enough to stay random
 
@@ -37,6 +37,7 @@ class Example:
     record_id: str
     objective: int = 0  # index of the objective the comparisons speak to
     targets: list[list[float | None]] | None = None  # per response, per objective: rating or None (missing)
+    step_labels: list[list[float | None]] | None = None  # per response, per read step: label or None (masked)
 
     @property
     def has_pairs(self) -> bool:
@@ -47,6 +48,10 @@ class Example:
         return sum(v is not None for row in self.targets or [] for v in row)
 
     @property
+    def n_step_labels(self) -> int:
+        return sum(v is not None for row in self.step_labels or [] for v in row)
+
+    @property
     def n_tokens(self) -> int:
         return sum(len(e.input_ids) for e in self.encoded)
 
@@ -55,15 +60,25 @@ class Example:
         return max(len(e.input_ids) for e in self.encoded)
 
 
-def build_examples(records: Sequence[PreferenceRecord], text: TextEncoder, objectives: Sequence[str] = ("reward",),
-                   attribute_scale: str = "none") -> tuple[list[Example], int]:
+def build_examples(records: Sequence[PreferenceRecord], text, objectives: Sequence[str] = ("reward",),
+                   attribute_scale: str = "none", *, process: bool = False,
+                   last_step_only: bool = False) -> tuple[list[Example], int]:
     """Encode every usable record once. Returns (examples, number of records without a usable label).
+
+    text: what encodes a (prompt, Response) — the RewardModel (`RewardModel.encode`), which reads a process
+    model's responses step by step.
 
     A record's comparisons speak to the objective its meta["objective"] names (the training loop sets it from
     the data file's tag); with one objective, every record speaks to it. Its attributes named like an
     objective become regression targets (attribute_scale "helpsteer": y -> (y + 0.5) / 5); others are ignored.
     A record is usable with a comparison or at least one such rating.
+
+    process: a process reward model, trained on step labels only (each record needs them); `last_step_only`
+    keeps just the outcome label on each response's last step (rewardkit.steps.last_step_only). Steps that
+    truncation cut lose their labels.
     """
+    if process:
+        return _process_examples(records, text, last_step_only)
     index = {name: k for k, name in enumerate(objectives)}
     examples, unusable = [], 0
     for r in records:
@@ -79,10 +94,41 @@ def build_examples(records: Sequence[PreferenceRecord], text: TextEncoder, objec
         if ranking is None and len(r.responses) == 2 and comparisons:
             ranking = [comparisons[0].winner, comparisons[0].loser]
         examples.append(Example(
-            encoded=[text.encode(r.prompt, resp.content) for resp in r.responses],
+            encoded=[text.encode(r.prompt, resp) for resp in r.responses],
             winner=[c.winner for c in comparisons], loser=[c.loser for c in comparisons],
             p=[c.p for c in comparisons], margin=[c.margin or 0.0 for c in comparisons],
             ranking=ranking if comparisons else None, record_id=r.id, objective=objective, targets=targets))
+    return examples, unusable
+
+
+def _process_examples(records: Sequence[PreferenceRecord], text, last_step_only: bool) -> tuple[list[Example], int]:
+    from rewardkit.steps import last_step_only as outcome_only
+
+    examples, unusable = [], 0
+    for r in records:
+        if r.comparisons() or r.attributes:
+            raise DataError(f"{_where(r)}: preference or attribute labels in a process reward model's data; "
+                            "train it on step labels only", field="step_labels")
+        if not r.step_labels or not any(v is not None for row in r.step_labels if row for v in row):
+            unusable += 1
+            continue
+        encoded, labels = [], []
+        for k, resp in enumerate(r.responses):
+            row = r.step_labels[k] if k < len(r.step_labels) and r.step_labels[k] else None
+            if row is None:
+                continue
+            e = text.encode(r.prompt, resp)
+            if e.n_steps != len(row):
+                raise DataError(f"{_where(r)}: response {k} has {e.n_steps} steps but {len(row)} step labels",
+                                field="step_labels")
+            row = outcome_only(row) if last_step_only else list(row)
+            encoded.append(e)
+            labels.append(row[: len(e.read_offsets)])  # steps cut by truncation are not trained on
+        if not any(v is not None for row in labels for v in row):
+            unusable += 1
+            continue
+        examples.append(Example(encoded=encoded, winner=[], loser=[], p=[], margin=[], ranking=None,
+                                record_id=r.id, step_labels=labels))
     return examples, unusable
 
 
@@ -173,6 +219,9 @@ class Labels:
     targets:     attribute ratings (n_responses, n_objectives), 0 where missing, or None without any.
     target_mask: True where a rating is present, (n_responses, n_objectives).
     lengths:     response tokens, (n_responses,), for the length head.
+    steps:       step labels (n_reads,), 0 where unlabeled, or None without any (a process model reads a
+                 score at every step, so its outputs are one per step, not per response).
+    step_mask:   True where a step is labelled, (n_reads,).
     """
 
     pairs: LossInputs | None
@@ -180,6 +229,12 @@ class Labels:
     targets: torch.Tensor | None
     target_mask: torch.Tensor | None
     lengths: torch.Tensor
+    steps: torch.Tensor | None = None
+    step_mask: torch.Tensor | None = None
+
+    @property
+    def n_step_labels(self) -> int:
+        return int(self.step_mask.sum()) if self.step_mask is not None else 0
 
     @property
     def n_ratings(self) -> int:
@@ -188,7 +243,8 @@ class Labels:
     def to(self, device: torch.device | str) -> Labels:
         move = (lambda t: None if t is None else t.to(device))
         pairs = self.pairs.to(device, rewards=None) if self.pairs is not None else None
-        return Labels(pairs, self.n_pref, move(self.targets), move(self.target_mask), move(self.lengths))
+        return Labels(pairs, self.n_pref, move(self.targets), move(self.target_mask), move(self.lengths),
+                      move(self.steps), move(self.step_mask))
 
 
 def collate_examples(examples: Sequence[Example], planner: Planner,
@@ -232,5 +288,11 @@ def collate_examples(examples: Sequence[Example], planner: Planner,
     mask = torch.tensor([[v is not None for v in row] for row in targets], dtype=torch.bool)
     values = torch.tensor([[0.0 if v is None else v for v in row] for row in targets], dtype=torch.float32)
     has_ratings = bool(mask.any())
+    steps = step_mask = None
+    if any(ex.step_labels for ex in examples):
+        flat = [v for ex in examples for row in (ex.step_labels or [[None] * len(e.read_offsets)
+                                                                    for e in ex.encoded]) for v in row]
+        step_mask = torch.tensor([v is not None for v in flat], dtype=torch.bool)
+        steps = torch.tensor([0.0 if v is None else v for v in flat], dtype=torch.float32)
     return plan, Labels(pairs, len(ranked), values if has_ratings else None, mask if has_ratings else None,
-                        torch.tensor(lengths, dtype=torch.float32))
+                        torch.tensor(lengths, dtype=torch.float32), steps, step_mask)

@@ -26,6 +26,19 @@ class LoraSettings(BaseModel):
     target_modules: list[str] | str = "all-linear"
 
 
+class ProcessSettings(BaseModel):
+    """A process reward model (METHODS.md §4): one P(step correct) per reasoning step, trained on step labels
+    with binary cross-entropy (soft labels allowed), unlabeled steps masked."""
+
+    model_config = ConfigDict(extra="forbid")
+    separator: str = Field("auto", description="text after every step, where its score is read ('auto': a "
+                           "newline, or [SEP] for tokenizers that drop whitespace)")
+    aggregation: Literal["product", "min", "mean", "last"] = Field("min", description="how step scores become "
+                                                                     "the solution's reward")
+    last_step_only: bool = Field(False, description="train on the solution's outcome at its last step only "
+                                 "(an outcome model with the same layout)")
+
+
 class DataSource(BaseModel):
     """A data file whose preference labels speak to one objective of a multi-objective model.
 
@@ -47,6 +60,8 @@ class TrainConfig(BaseModel):
                                          "format): paths, or {path, objective} for multi-objective runs")
     format: str | None = None
     field_map: dict[str, str] | None = None
+    format_options: dict[str, Any] | None = Field(None, description="options of the data format, e.g. "
+                                                  "{neutral: 0.0} for PRM800K's neutral steps")
     split: Literal["all", "train"] = Field("all", description="'train' keeps the agreed first 80% of each file")
     skip_bad: bool = False
     eval_data: list[str | DataSource] = Field(default_factory=list, description="held-out files; an "
@@ -81,6 +96,11 @@ class TrainConfig(BaseModel):
                               "(raise grad_accum to fit memory; the global batch when grad_accum = 1)")
     length_weight: float = Field(1.0, ge=0, description="ODIN lambda_L: |rho(r_Q, len)| - rho(r_L, len)")
     orthogonal_weight: float = Field(1.0, ge=0, description="ODIN lambda_O: |w_Q . w_L| of the head weights")
+
+    # process reward models (METHODS.md §4)
+    process: ProcessSettings | None = Field(None, description="train a process reward model (None: one is "
+                                            "trained, with these defaults, when the data has step labels and "
+                                            "nothing else)")
 
     # optimisation
     epochs: int = Field(1, ge=1)

@@ -33,7 +33,14 @@ import yaml
 
 from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.errors import RewardkitError
-from rewardkit.losses import bradley_terry, compute_loss, masked_mse, odin_length_loss, odin_orthogonality
+from rewardkit.losses import (
+    bradley_terry,
+    compute_loss,
+    masked_mse,
+    odin_length_loss,
+    odin_orthogonality,
+    step_bce,
+)
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.precision import compute_context, compute_dtype, resolve_precision
 from rewardkit.batching import Planner
@@ -97,15 +104,29 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
 
     # -- model ---------------------------------------------------------------------------------------------
     source = out / "last" if resume_state else config.model
+    process = _process_settings(config, train_records)
     model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed,
-                                        objectives=config.objectives, length_head=config.length_head)
+                                        objectives=config.objectives, length_head=config.length_head,
+                                        step_separator=process.separator if process else None,
+                                        step_aggregation=process.aggregation if process else None)
+    if model.meta.is_process and process is None:  # training on from a process model's checkpoint
+        from rewardkit.train.config import ProcessSettings
+
+        process = ProcessSettings(separator=model.meta.step_separator, aggregation=model.meta.step_aggregation)
+    if process is not None and not model.meta.is_process:
+        raise RewardkitError(f"{source} is an outcome reward model; a process reward model trains from a "
+                             "backbone or a process model's checkpoint")
     objectives = _check_objectives(model, config, source)
     n_obj = len(objectives)
     if config.lora is not None and model.meta.lora is None:
         model.enable_lora(**config.lora.model_dump())
     _set_combination(model, config, resumed=resume_state is not None)
     learned = model.combiner is not None
-    examples, unusable = build_examples(train_records, model.text, objectives, config.attribute_scale)
+    examples, unusable = build_examples(train_records, model, objectives, config.attribute_scale,
+                                        process=process is not None,
+                                        last_step_only=bool(process and process.last_step_only))
+    if not examples and process is not None:
+        raise RewardkitError("no training record has a labelled step")
     if not examples:
         raise RewardkitError("no training record has a usable preference label"
                              + (f" or a rating for one of the objectives {objectives}" if n_obj > 1 else ""))
@@ -114,7 +135,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     # Per-term metrics and provenance appear only where there is more than the one preference loss, so a
     # single-objective run logs and saves exactly what it always did.
     detailed = n_obj > 1 or config.length_head or any(ex.targets for ex in examples)
-    terms = ["pref"] + (["attr"] if any(ex.targets for ex in examples) else []) + (
+    terms = (["step"] if process else ["pref"]) + (["attr"] if any(ex.targets for ex in examples) else []) + (
         ["combination"] if learned else []) + (["length", "orth"] if config.length_head else [])
     truncated = sum(e.truncated > 0 for ex in examples for e in ex.encoded)
     teacher = _teacher_scores(config, train_records, accelerator.device) if config.teacher else None
@@ -172,6 +193,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
             accelerator.init_trackers("rewardkit", config=_flat_config(config))
     core.meta.training = {"data": _plain(config.data), "split": config.split, "records": len(examples),
                           "fingerprint": train_info["fingerprint"], "loss": config.loss, "seed": config.seed}
+    if process is not None:
+        core.meta.training["process"] = process.model_dump()
     counts = _objective_counts(examples, objectives)
     if detailed:
         core.meta.training.update({"objectives": counts, "attribute_weight": config.attribute_weight,
@@ -215,6 +238,11 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
                f"process(es), precision {precision}, "
                f"{'shared-prefix packed' if planner.packed else 'padded'} batches" + (f", resuming at step {step}" if step else ""))
+        if process is not None:
+            n_labelled = sum(ex.n_step_labels for ex in examples)
+            _print(f"process reward model: {n_labelled} labelled steps"
+                   + (" (the outcome, on each solution's last step)" if process.last_step_only else "")
+                   + f", separator {core.meta.step_separator!r}, aggregation {core.meta.step_aggregation}")
         if detailed:
             _print(_describe_objectives(counts, core, config, _ignored_attributes(train_records, objectives)))
     history: list[dict] = []
@@ -235,6 +263,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                 # Every term is normalised over the global batch: preference records, attribute ratings.
                 n_pref = sum(examples[j].has_pairs for j in global_batch)
                 n_ratings = sum(examples[j].n_ratings for j in global_batch)
+                n_steps = sum(examples[j].n_step_labels for j in global_batch)
                 loss_sum = torch.zeros((), device=accelerator.device)
                 term_sums = torch.zeros(len(terms), device=accelerator.device)
                 tokens = 0
@@ -253,7 +282,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                         r_obj, r_len = core.split_outputs(outputs.float())  # (n_responses, n_obj), (n_responses,)
                         labels = labels.to(accelerator.device)
                         local, shared, parts = _pass_loss(
-                            core, config, loss_params, labels, r_obj, r_len, n_pref, n_ratings, accelerator)
+                            core, config, loss_params, labels, r_obj, r_len, n_pref, n_ratings, accelerator,
+                            n_steps)
                         # local terms are this process's share of a global mean (DDP averages, hence * world);
                         # shared ones are already global (gathered), the same on every process.
                         accelerator.backward(local * world + shared if shared is not None else local * world)
@@ -327,9 +357,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
 
 # -- pieces ------------------------------------------------------------------------------------------------------
 def _pass_loss(core: RewardModel, config: TrainConfig, loss_params: dict, labels, r_obj: torch.Tensor,
-               r_len: torch.Tensor | None, n_pref: int, n_ratings: int, accelerator
+               r_len: torch.Tensor | None, n_pref: int, n_ratings: int, accelerator, n_steps: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
     """One forward pass's loss: (local, shared, per-term values for the log).
+
+    A process model's outputs are one logit per step read; its loss is the step BCE, normalised by the global
+    batch's labelled steps (n_steps).
 
     local: this process's part of the global-batch mean of the preference, attribute and combination terms.
     shared: the ODIN terms, computed over the micro-batch gathered from every process (None without a length
@@ -339,6 +372,10 @@ def _pass_loss(core: RewardModel, config: TrainConfig, loss_params: dict, labels
     n_obj = r_obj.shape[1]
     zero = torch.zeros((), device=r_obj.device)
     local, parts = zero, {}
+    if labels.steps is not None:
+        step = step_bce(r_obj[:, 0], labels.steps, labels.step_mask, denominator=n_steps)
+        local = local + step
+        parts["step"] = step
     if labels.pairs is not None:
         share = labels.n_pref / n_pref
         pair_rewards = r_obj + r_len[:, None] if r_len is not None else r_obj  # ODIN ranks r_Q + r_L
@@ -385,6 +422,24 @@ def _gather_with_grad(tensors: list[torch.Tensor], accelerator) -> list[torch.Te
         padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
         out.append(torch.cat([g[:n] for g, n in zip(all_gather(padded), sizes)]))
     return out
+
+
+def _process_settings(config: TrainConfig, records):
+    """The config's process settings; else, when every record carries step labels and no other label, the
+    defaults (a process reward model is what such data trains). None: an outcome model."""
+    if config.process is not None:
+        return config.process
+    from rewardkit.train.config import ProcessSettings
+
+    def steps_only(r) -> bool:
+        return bool(r.step_labels) and not r.comparisons() and not r.attributes
+
+    if records and all(steps_only(r) for r in records):
+        if config.objectives and len(config.objectives) > 1 or config.length_head:
+            raise RewardkitError("the data has step labels only: a process reward model, which has one "
+                                 "objective and no length head")
+        return ProcessSettings()
+    return None
 
 
 def _check_objectives(model: RewardModel, config: TrainConfig, source) -> list[str]:
@@ -463,7 +518,8 @@ def load_training_data(sources: list[str | DataSource], config: TrainConfig, spl
     for src in sources:
         src = src if isinstance(src, DataSource) else DataSource(path=str(src))
         path = src.path
-        result = load_split(path, split, config.format, config.field_map, skip_bad=config.skip_bad)
+        result = load_split(path, split, config.format, config.field_map, skip_bad=config.skip_bad,
+                            **({"format_options": config.format_options} if config.format_options else {}))
         part = result.records
         name = Path(path).parent.name if Path(path).name.startswith(("train.", "test.")) else Path(path).stem
         for r in part:
@@ -485,7 +541,10 @@ def evaluate_model(model: RewardModel, records, device, precision: str, info: di
     try:
         scorer = RewardModelScorer(model, device=device, precision=precision)
         results = scorer.score(records)
-        return evaluate(records, results, scorer.describe(), skipped=info.get("skipped", 0))
+        report = evaluate(records, results, scorer.describe(), skipped=info.get("skipped", 0))
+        if model.meta.is_process and report.get("steps"):
+            report["accuracy"] = report["steps"]["step_accuracy"]  # what picks the best checkpoint
+        return report
     finally:  # training goes on with its own setting, and without the scorer's cached weight copies
         model.compute_dtype = previous
         model.clear_cast_cache()
