@@ -43,11 +43,34 @@ SharePrefixOpt = Annotated[Optional[bool], typer.Option(
                                              "backbone passes the equivalence check).")]
 TemplateOpt = Annotated[Optional[Path], typer.Option(
     "--chat-template", help="A Jinja chat template file to render conversations with.")]
+AggregationOpt = Annotated[Optional[str], typer.Option(
+    "--aggregation", help="Process reward models: how step scores become a response's reward: product, min, "
+                          "mean or last (default: the model's own).")]
+FormatOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--format-option", help="KEY=VALUE option of the data format (repeatable), e.g. neutral=0 for prm800k's "
+                            "neutral steps (YAML values: null leaves them unlabeled).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use only the first N records.")]
 LengthCalibrationOpt = Annotated[Optional[Path], typer.Option(
     "--length-calibration", help="Subtract the reward-length trend saved by `rewardkit calibrate-length`.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="all, or the agreed line-order split: train "
                                                        "(first 80%) or test (last 20%).")]
+
+
+def parse_format_options(items: list[str] | None) -> dict | None:
+    import yaml
+
+    if not items:
+        return None
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RewardkitError(f"--format-option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise RewardkitError(f"--format-option {item!r}: the value is not valid YAML") from None
+    return options
 
 
 def parse_field_map(text: str | None) -> dict[str, str] | None:
@@ -90,7 +113,8 @@ def quiet_transformers() -> None:
 
 
 def load_scorer(model: str, max_length: int | None, chat_template: Path | None, precision: str,
-                batch_tokens: int, share_prefix: bool | None = None, length_calibration: Path | None = None):
+                batch_tokens: int, share_prefix: bool | None = None, length_calibration: Path | None = None,
+                aggregation: str | None = None):
     from rewardkit.models.spec import load_scorer as load
 
     template = None
@@ -101,14 +125,16 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
     with console.status(f"loading {model}"):
         return load(model, max_length=max_length, chat_template=template, precision=precision,
                     batch_tokens=batch_tokens, share_prefix=share_prefix,
-                    length_calibration=str(length_calibration) if length_calibration else None)
+                    length_calibration=str(length_calibration) if length_calibration else None,
+                    **({"aggregation": aggregation} if aggregation else {}))
 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
-              split: str = "all"):
+              split: str = "all", format_options: list[str] | None = None):
     from rewardkit.data import load_split
 
-    result = load_split(path, split, fmt, parse_field_map(field_map), skip_bad=skip_bad, limit=limit)
+    result = load_split(path, split, fmt, parse_field_map(field_map), skip_bad=skip_bad, limit=limit,
+                        format_options=parse_format_options(format_options))
     if result.skipped:
         console.print(f"[yellow]skipped {result.skipped} bad row(s)[/]; first: {result.errors[0]}")
     return result
@@ -131,13 +157,15 @@ def score_with_progress(scorer, records, chunk: int = 256) -> list:
 def score(model: ModelOpt,
           input: Annotated[Path, typer.Option("--input", "-i", help="Records to score (any supported format).")],
           output: Annotated[Path, typer.Option("--output", "-o", help="JSONL: one line per record.")],
-          format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
+          format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+          skip_bad: SkipBadOpt = False,
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
           share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, limit: LimitOpt = None,
-          length_calibration: LengthCalibrationOpt = None,
+          length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False):
-    """Score every response of every record; an interrupted run resumes where it stopped."""
+    """Score every response of every record; an interrupted run resumes where it stopped. A process reward
+    model reads responses' steps (their paragraphs when a record gives none) and adds step_rewards."""
     from rewardkit.data import LoadStats, iter_records
     from rewardkit.scoring import partial_path, score_records_to_file
 
@@ -146,9 +174,10 @@ def score(model: ModelOpt,
         if output.exists() and not overwrite:
             raise RewardkitError(f"{output} already exists; pass --overwrite to replace it")
         stats = LoadStats()
-        records = iter_records(input, format, parse_field_map(map), skip_bad=skip_bad, limit=limit, stats=stats)
+        records = iter_records(input, format, parse_field_map(map), skip_bad=skip_bad, limit=limit, stats=stats,
+                               format_options=parse_format_options(format_option))
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
-                             length_calibration)
+                             length_calibration, aggregation)
         if partial_path(output).exists():
             console.print(f"resuming from {partial_path(output)}")
         with progress_bar("scoring", None) as bar:
@@ -164,11 +193,13 @@ def score(model: ModelOpt,
 def evaluate_cmd(model: ModelOpt,
                  data: Annotated[Path, typer.Option("--data", "-d", help="Labelled preference data.")],
                  report: Annotated[Path, typer.Option("--report", "-r", help="Directory for the report.")],
-                 format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
+                 format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+                 skip_bad: SkipBadOpt = False,
                  split: SplitOpt = "all", limit: LimitOpt = None, max_length: MaxLenOpt = None,
                  precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
                  share_prefix: SharePrefixOpt = None,
                  chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None,
+                 aggregation: AggregationOpt = None,
                  benchmark: Annotated[Optional[str], typer.Option(
                      "--benchmark", help="Also score the data as this benchmark, in its official format: "
                                          "rewardbench, rewardbench2, rm_bench or processbench.")] = None,
@@ -186,13 +217,14 @@ def evaluate_cmd(model: ModelOpt,
         quiet_transformers()
         if (threshold is not None or tune_data) and benchmark != "processbench":
             raise RewardkitError("--threshold and --tune-data apply only to --benchmark processbench")
-        loaded = load_data(data, format, map, skip_bad, limit, split)
+        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option)
         if objective:
             for record in loaded.records:
                 record.meta.setdefault("objective", objective)
-        tune = load_data(tune_data, format, map, skip_bad, None).records if tune_data else None
+        tune = (load_data(tune_data, format, map, skip_bad, None, format_options=format_option).records
+                if tune_data else None)
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
-                             length_calibration)
+                             length_calibration, aggregation)
         run_evaluation(scorer, loaded, report, data_label=f"{data} ({split})", benchmark=benchmark,
                        tune_records=tune, threshold=threshold)
 
@@ -241,6 +273,11 @@ def print_summary(report: dict, paths: dict) -> None:
     corr = report.get("length_correlation") or {}
     console.print(f"ECE {num(report.get('ece'))}  Brier {num(report.get('brier'))}  "
                   f"reward-length Pearson {num(corr.get('pearson'))}")
+    steps = report.get("steps")
+    if steps:
+        outcome = "  ".join(f"{k} {num(v)}" for k, v in (steps.get("outcome_auroc") or {}).items())
+        console.print(f"[bold]steps[/] AUROC {num(steps.get('step_auroc'))} on {steps.get('steps')} labelled steps; "
+                      f"solution AUROC {outcome}")
     for name in ("rewardbench", "rewardbench2", "rm_bench", "processbench"):
         if name in report:
             console.print(f"[bold]{name}[/] {benchmark_headline(name, report[name])}")
@@ -259,8 +296,10 @@ def benchmark_headline(name: str, bench: dict) -> str:
     if name == "rm_bench":
         return f"easy {pct(bench['easy'])}  normal {pct(bench['normal'])}  hard {pct(bench['hard'])}  " \
                f"overall {pct(bench['overall'])}"
+    auroc = "  ".join(f"step AUROC {k} {'n/a' if v is None else f'{v:.3f}'}"
+                      for k, v in (bench.get("step_auroc") or {}).items())
     return "  ".join(f"F1 {k} {pct(v)}" for k, v in bench["f1"].items()) + \
-        f"  (threshold {bench['threshold']:.4g}, {bench['threshold_source']})"
+        f"  (threshold {bench['threshold']:.4g}, {bench['threshold_source']})" + (f"  {auroc}" if auroc else "")
 
 
 @app.command()
@@ -277,7 +316,8 @@ def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MOD
           bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for the CIs.")] = 1000,
           list_transforms: Annotated[bool, typer.Option("--list-transforms", help="List the transforms and exit.")]
           = False,
-          format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
+          format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+          skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
           limit: LimitOpt = None, max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto",
           batch_tokens: BatchTokensOpt = 16384, share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None):
@@ -300,7 +340,7 @@ def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MOD
             chosen = get_transforms(transforms)
         except ValueError as e:
             raise RewardkitError(f"--transforms: {e}") from None
-        loaded = load_data(data, format, map, skip_bad, limit, split)
+        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option)
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
                              length_calibration)
         with console.status(f"probing {len(loaded.records)} records with {len(chosen)} transforms"):
@@ -322,7 +362,8 @@ def compare(models: Annotated[list[str], typer.Option(
             data: Annotated[Path, typer.Option("--data", "-d", help="Preference data all models score.")],
             out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.json/.md/.png.")],
             top_k: Annotated[int, typer.Option("--top-k", help="Disagreements to show per pair of models.")] = 10,
-            format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
+            format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+            skip_bad: SkipBadOpt = False, split: SplitOpt = "all",
             limit: LimitOpt = None, max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto",
             batch_tokens: BatchTokensOpt = 16384, chat_template: TemplateOpt = None):
     """Evaluate several Scorers on the same data: accuracy per subset side by side, calibration, length bias,
@@ -335,7 +376,7 @@ def compare(models: Annotated[list[str], typer.Option(
         specs = named_specs(models)
         if len(specs) < 2:
             raise RewardkitError("compare needs at least two --model options")
-        loaded = load_data(data, format, map, skip_bad, limit, split)
+        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option)
         results = {}
         for name, spec in specs:
             scorer = load_scorer(spec, max_length, chat_template, precision, batch_tokens)
@@ -359,7 +400,8 @@ def calibrate_length(model: ModelOpt,
                      data: Annotated[Path, typer.Option("--data", "-d", help="Reference responses to fit on.")],
                      out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the fitted calibration.")],
                      method: Annotated[str, typer.Option("--method", help="lowess or linear.")] = "lowess",
-                     format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
+                     format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+                     skip_bad: SkipBadOpt = False,
                      split: SplitOpt = "all", limit: LimitOpt = None, max_length: MaxLenOpt = None,
                      precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
                      chat_template: TemplateOpt = None):
@@ -371,7 +413,7 @@ def calibrate_length(model: ModelOpt,
         if method not in ("lowess", "linear"):
             raise RewardkitError(f"--method must be lowess or linear, got {method!r}")
         quiet_transformers()
-        loaded = load_data(data, format, map, skip_bad, limit, split)
+        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option)
         base = load_scorer(model, max_length, chat_template, precision, batch_tokens)
         results = score_with_progress(base, loaded.records)
         calibrated = LengthCalibratedScorer.fit(base, loaded.records, method=method, reference_results=results)
@@ -379,6 +421,50 @@ def calibrate_length(model: ModelOpt,
         summary = calibrated.calibration.summary()
         console.print(f"fitted a {summary['method']} length calibration on {summary['n_reference']} responses "
                       f"({summary['unit']}); wrote {out}")
+
+
+@app.command()
+def rerank(model: ModelOpt,
+           data: Annotated[Path, typer.Option("--data", "-d", help="Candidates: records with several responses, "
+                                                                  "or one solution a row with --group-by-prompt.")],
+           out: Annotated[Path, typer.Option("--out", "-o", help="Directory for reranked.jsonl and best_of_n.json.")],
+           group_by_prompt: Annotated[bool, typer.Option(
+               "--group-by-prompt", help="Rows with the same prompt are one candidate set (ProcessBench, "
+                                         "PRM800K: one solution a row).")] = False,
+           format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+           skip_bad: SkipBadOpt = False, limit: LimitOpt = None,
+           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
+           share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None):
+    """Best-of-N: rank each record's candidate responses by every step aggregation of a process reward model
+    (or by the reward of any other Scorer); where correctness is known, report how often each top pick is
+    right, against a random pick and the oracle."""
+    import json
+
+    from rewardkit.eval.rerank import best_of_n_report, group_by_prompt as grouped, rerank as rank
+    from rewardkit.io import atomic_open, atomic_write_text
+
+    with user_errors():
+        quiet_transformers()
+        loaded = load_data(data, format, map, skip_bad, limit, format_options=format_option)
+        records = grouped(loaded.records) if group_by_prompt else loaded.records
+        scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
+        results = score_with_progress(scorer, records)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out / "reranked.jsonl") as f:
+            for row in rank(records, results):
+                f.write(json.dumps(row) + "\n")
+        console.print(f"wrote {out / 'reranked.jsonl'}: {len(records)} candidate sets")
+        try:
+            report = best_of_n_report(records, results)
+        except RewardkitError as e:
+            console.print(f"no best-of-N accuracy: {escape(str(e))}")
+            return
+        report["scorer"] = scorer.describe()
+        atomic_write_text(out / "best_of_n.json", json.dumps(report, indent=2) + "\n")
+        picks = "  ".join(f"{rule} {100 * acc:.1f}%" for rule, acc in report["accuracy"].items())
+        console.print(f"[bold]best-of-N[/] on {report['problems']} problems ({report['candidates_mean']:.1f} "
+                      f"candidates each): {picks}  random {100 * report['random']:.1f}%  "
+                      f"oracle {100 * report['oracle']:.1f}%")
 
 
 @app.command()
@@ -406,7 +492,7 @@ def serve(model: ModelOpt,
           log_level: Annotated[str, typer.Option("--log-level")] = "info",
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
           share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None,
-          length_calibration: LengthCalibrationOpt = None):
+          length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None):
     """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics."""
     from rewardkit.serve import serve as run_server
 
@@ -415,7 +501,7 @@ def serve(model: ModelOpt,
             raise RewardkitError(f"--overlength must be reject or truncate, got {overlength!r}")
         quiet_transformers()
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
-                             length_calibration)
+                             length_calibration, aggregation)
         run_server(scorer, host=host, port=port, api_key=api_key, max_batch_tokens=max_batch_tokens,
                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
                    max_length=max_length, overlength=overlength, request_timeout_s=request_timeout,
@@ -424,7 +510,8 @@ def serve(model: ModelOpt,
 
 @data_app.command("inspect")
 def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datasets directory.")],
-                 format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = True,
+                 format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+                 skip_bad: SkipBadOpt = True,
                  model: Annotated[Optional[str], typer.Option(
                      "--model", "-m", help="Count lengths in this model's tokens (else whitespace words).")] = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False):
@@ -435,7 +522,7 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datas
 
     with user_errors():
         quiet_transformers()
-        loaded = load_data(path, format, map, skip_bad, None)
+        loaded = load_data(path, format, map, skip_bad, None, format_options=format_option)
         token_length = None
         if model:
             from rewardkit.models.reward_model import load_tokenizer
@@ -449,13 +536,14 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datas
 @data_app.command("convert")
 def data_convert(path: Annotated[Path, typer.Argument(help="A data file or datasets directory.")],
                  out: Annotated[Path, typer.Argument(help="Canonical JSONL to write.")],
-                 format: FormatOpt = None, map: MapOpt = None, skip_bad: SkipBadOpt = False,
+                 format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
+                 skip_bad: SkipBadOpt = False,
                  split: SplitOpt = "all", limit: LimitOpt = None):
     """Convert any supported format to canonical JSONL (one PreferenceRecord a line)."""
     from rewardkit.data import write_canonical_jsonl
 
     with user_errors():
-        loaded = load_data(path, format, map, skip_bad, limit, split)
+        loaded = load_data(path, format, map, skip_bad, limit, split, format_options=format_option)
         write_canonical_jsonl(loaded.records, out)
         console.print(f"wrote {len(loaded.records)} records to {out}")
 

@@ -312,6 +312,10 @@ def test_a_single_response_is_fine_with_step_labels(tmp_path):
 # ----------------------------------------------------------------------------------------- detection
 
 DETECTION_EXAMPLES = {
+    "prm800k": {"question": {"problem": "Q"}, "label": {"steps": [{"completions": [{"text": "a", "rating": 1}],
+                "chosen_completion": 0}], "finish_reason": "solution"}},
+    "math_shepherd": {"input": "Q Step 1: a ки", "label": "Q Step 1: a +", "task": "GSM8K"},
+    "stepwise": {"prompt": "Q", "completions": ["a"], "labels": [True]},
     "hh": HH_ROW,
     "trl": {"prompt": "Q", "chosen": "a", "rejected": "b"},
     "rewardbench": {"prompt": "Q", "chosen": "a", "rejected": "b", "chosen_model": "m", "rejected_model": "n",

@@ -8,9 +8,10 @@ whatever format it came from; all problems raise a DataError naming the file, th
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ def file_stem(path: str) -> str:
 
 Detector = Callable[[dict], bool]
 Converter = Callable[[dict, RowContext], PreferenceRecord]
+OptionCheck = Callable[[Any], Any]  # returns the value to pass on, or raises ValueError saying what is wrong
 
 
 @dataclass(frozen=True)
@@ -60,17 +62,44 @@ class Format:
     detect: Detector
     convert: Converter
     summary: str  # one line: the fields that identify the format (shown when detection fails)
+    # Keyword options the converter takes (a choice the source leaves open, e.g. PRM800K's neutral rating),
+    # each with its check. Most formats take none.
+    options: Mapping[str, OptionCheck]
 
 
 FORMATS: dict[str, Format] = {}
 
 
-def register(name: str, detect: Detector, summary: str) -> Callable[[Converter], Converter]:
+def register(name: str, detect: Detector, summary: str,
+             options: Mapping[str, OptionCheck] | None = None) -> Callable[[Converter], Converter]:
     def wrap(convert: Converter) -> Converter:
-        FORMATS[name] = Format(name, detect, convert, summary)
+        FORMATS[name] = Format(name, detect, convert, summary, dict(options or {}))
         return convert
 
     return wrap
+
+
+def converter_for(name: str, options: Mapping[str, Any] | None = None, file: str | None = None) -> Converter:
+    """The format's converter with `options` checked and bound as keywords.
+
+    Checked once per load, here, so that a bad option is an error in the call (raised before or at the first
+    row, never skippable) rather than one bad row per line. An option the format does not take is an error
+    too: silently ignoring it would load the data under a different choice than the one asked for.
+    """
+    fmt = FORMATS[name]
+    if not options:
+        return fmt.convert
+    bound = {}
+    for key, value in options.items():
+        where = f"format_options.{key}"
+        if key not in fmt.options:
+            takes = f"it takes: {', '.join(fmt.options)}" if fmt.options else "it takes no options"
+            raise DataError(f"format {name!r} has no option {key!r} ({takes})", file=file, field=where)
+        try:
+            bound[key] = fmt.options[key](value)
+        except ValueError as e:
+            raise DataError(f"format {name!r}: {e}", file=file, field=where) from None
+    return functools.partial(fmt.convert, **bound)
 
 
 def detect_format(row: dict) -> str | None:
@@ -82,7 +111,8 @@ def detect_format(row: dict) -> str | None:
 
 
 def describe_formats() -> str:
-    return "; ".join(f"{f.name} ({f.summary})" for f in FORMATS.values())
+    return "; ".join(f"{f.name} ({f.summary}{'; options: ' + ', '.join(f.options) if f.options else ''})"
+                     for f in FORMATS.values())
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -463,6 +493,280 @@ def convert_trl(row: dict, ctx: RowContext) -> PreferenceRecord:
         raise ctx.error(f"expected a number, got {margin!r}", "margin")
     return PreferenceRecord(id=_row_id(row, ctx), prompt=shared, responses=[Response(good), Response(bad)],
                             chosen=0, margin=margin, meta=_meta("trl", ctx))
+
+
+# ------------------------------------------------------------------------------------ step-labelled (PRM)
+# Three more sources of step labels, each read into the processbench shape: one response whose `steps` are
+# the solution's steps and `step_labels=[labels]`, one label per step (1.0 correct, 0.0 wrong, a fraction
+# for a soft label, None for a step the source leaves unlabeled). Registered last: their detectors look for
+# fields the formats above do not read, and a row that has both keeps going where it went before.
+
+
+def _solution(steps: list[str]) -> Response:
+    return Response("\n\n".join(steps), list(steps))
+
+
+def _is_unit(v: Any) -> bool:
+    return _is_number(v) and 0.0 <= v <= 1.0
+
+
+# PRM800K rates each step -1 (wrong), 0 (neutral: not wrong, but no progress or debatable) or +1 (correct
+# and useful). Where neutral belongs is a modelling choice the data leaves open, hence an option.
+PRM800K_NEUTRAL = 1.0
+
+
+def prm800k_neutral(value: Any) -> float | None:
+    """Check the `neutral` option: a label in [0, 1], or None to leave neutral steps unlabeled (masked)."""
+    if value is None:
+        return None
+    if not _is_unit(value):
+        raise ValueError(f"neutral must be a number in [0, 1] or None, got {value!r}")
+    return float(value)
+
+
+def prm800k_label(rating: int | None, neutral: float | None = PRM800K_NEUTRAL) -> float | None:
+    """+1 -> 1.0, -1 -> 0.0, the neutral 0 -> `neutral`; a null rating (an unrated step) -> None."""
+    if rating is None:
+        return None
+    return 1.0 if rating == 1 else 0.0 if rating == -1 else neutral
+
+
+def _is_prm800k(r: dict) -> bool:
+    return "question" in r and isinstance(r.get("label"), dict) and "steps" in r["label"]
+
+
+@register("prm800k", _is_prm800k,
+          "question{problem}, label{steps[{completions, chosen_completion, human_completion}], finish_reason}",
+          options={"neutral": prm800k_neutral})
+def convert_prm800k(row: dict, ctx: RowContext, *, neutral: float | None = PRM800K_NEUTRAL) -> PreferenceRecord:
+    """One labeled solution of OpenAI's PRM800K ("Let's Verify Step by Step", phase 1 or 2).
+
+    The solution is rebuilt step by step from the chosen completion, else the labeler's own (human)
+    completion. A step with neither is where the labeler stopped (typically at finish_reason "found_error"):
+    its first completion rated -1 is the last step, and with none rated -1 the solution ends before it.
+    Ratings +1 -> 1.0, -1 -> 0.0, null -> None. The neutral 0 -> `neutral`, by default 1.0: a neutral step is
+    not wrong, so it counts as correct; 0.0 (only progress counts) and None (neutral steps masked out) are
+    the other usual choices. A human step without a rating counts as correct (1.0): labelers could only
+    write one in place of a wrong step, and had to make it a +1 step.
+    """
+    question = _require(row, "question", ctx)
+    if not isinstance(question, dict):
+        raise ctx.error(f"expected an object with 'problem', got {type(question).__name__}", "question")
+    problem = question.get("problem")
+    if not isinstance(problem, str):
+        raise ctx.error("missing" if problem is None else f"expected a string, got {type(problem).__name__}",
+                        "question.problem")
+    label = _require(row, "label", ctx)
+    if not isinstance(label, dict):
+        raise ctx.error(f"expected an object with 'steps', got {type(label).__name__}", "label")
+    if not isinstance(label.get("steps"), list):
+        raise ctx.error(f"expected a list of steps, got {type(label.get('steps')).__name__}", "label.steps")
+    steps, ratings = _prm800k_path(label["steps"], ctx)
+    if not steps:
+        raise ctx.error("no steps: the labeler stopped before the first step had a chosen, human or wrong "
+                        "completion", "label.steps")
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(problem),
+        responses=[_solution(steps)],
+        step_labels=[[prm800k_label(r, neutral) for r in ratings]],
+        meta=_meta("prm800k", ctx, finish_reason=label.get("finish_reason"),
+                   ground_truth_answer=question.get("ground_truth_answer")),
+    )
+
+
+def _prm800k_path(steps: list, ctx: RowContext) -> tuple[list[str], list[int | None]]:
+    """(text, rating) of each step of the labeled path, up to where the labeler stopped."""
+    texts, ratings = [], []
+    for i, step in enumerate(steps):
+        where = f"label.steps[{i}]"
+        if not isinstance(step, dict):
+            raise ctx.error(f"expected an object, got {type(step).__name__}", where)
+        completions = step.get("completions") or []
+        if not isinstance(completions, list):
+            raise ctx.error("expected a list of completions", f"{where}.completions")
+        rated = [_prm800k_completion(c, f"{where}.completions[{j}]", ctx) for j, c in enumerate(completions)]
+        chosen, human = step.get("chosen_completion"), step.get("human_completion")
+        if chosen is not None:
+            if not _is_index(chosen, len(rated)):
+                raise ctx.error(f"expected a completion index in 0..{len(rated) - 1} or null, got {chosen!r}",
+                                f"{where}.chosen_completion")
+            text, rating = rated[chosen]
+        elif human is not None:
+            text, rating = _prm800k_human(human, f"{where}.human_completion", ctx)
+        else:  # the labeler stopped here: the solution ends at the first wrong alternative, if any
+            wrong = next((t for t, r in rated if r == -1), None)
+            if wrong is not None:
+                texts.append(wrong)
+                ratings.append(-1)
+            break
+        texts.append(text)
+        ratings.append(rating)
+    return texts, ratings
+
+
+def _prm800k_rating(value: Any, field: str, ctx: RowContext) -> int | None:
+    if value is not None and not (_is_number(value) and value in (-1, 0, 1)):
+        raise ctx.error(f"expected -1, 0, 1 or null, got {value!r}", field)
+    return None if value is None else int(value)
+
+
+def _prm800k_completion(value: Any, field: str, ctx: RowContext) -> tuple[str, int | None]:
+    if not isinstance(value, dict):
+        raise ctx.error(f"expected an object with 'text' and 'rating', got {type(value).__name__}", field)
+    if not isinstance(value.get("text"), str):
+        raise ctx.error(f"expected a string, got {type(value.get('text')).__name__}", f"{field}.text")
+    return value["text"], _prm800k_rating(value.get("rating"), f"{field}.rating", ctx)
+
+
+def _prm800k_human(value: Any, field: str, ctx: RowContext) -> tuple[str, int]:
+    """A labeler-written step, as {text, rating, ...} or plain text; unrated means +1 (see convert_prm800k)."""
+    if isinstance(value, str):
+        return value, 1
+    text, rating = _prm800k_completion(value, field, ctx)
+    return text, 1 if rating is None else rating
+
+
+# Math-Shepherd (Wang et al. 2024) tags the end of each step of `input` with "ки"; `label` is the same text
+# with "+" (a good step) or "-" (a bad one) in place of each tag.
+SHEPHERD_TAG = "ки"
+
+
+def hard_from_soft(soft: Sequence[float | None]) -> list[float | None]:
+    """Math-Shepherd's hard estimate from its soft one, HE = 1[SE > 0]: SE is the fraction of completions
+    from the step that reach the right answer, and the step is good (1.0) when any of them does."""
+    return [None if s is None else float(s > 0) for s in soft]
+
+
+def _is_math_shepherd(r: dict) -> bool:
+    return "label" in r and isinstance(r.get("input"), str) and SHEPHERD_TAG in r["input"]
+
+
+@register("math_shepherd", _is_math_shepherd,
+          "input with 'ки' after each step, label: the input with '+'/'-' in place of each 'ки' (or a list "
+          "of soft labels), task")
+def convert_math_shepherd(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """One Math-Shepherd solution: the question is the text before "Step 1:" (the first line when there is
+    no "Step 1:"), and each step keeps its "Step k:" prefix, as the data has it, so every step reads alike.
+
+    `label` as text gives the hard labels; as a list of numbers in [0, 1], one per tag, soft ones. A
+    `soft_labels` list alongside a text `label` replaces the hard labels, which must then be what they
+    imply (HE = 1[SE > 0], `hard_from_soft`), or the two came from different estimates.
+    """
+    text = _text(row, "input", ctx)
+    question, steps = _shepherd_steps(text, ctx)
+    label = _require(row, "label", ctx)
+    if isinstance(label, str):
+        labels = _shepherd_hard_labels(text, label, ctx)
+    elif isinstance(label, list):
+        labels = _shepherd_soft_labels(label, "label", len(steps), ctx)
+    else:
+        raise ctx.error(f"expected the tagged text or a list of soft labels, got {type(label).__name__}", "label")
+    if row.get("soft_labels") is not None:
+        if not isinstance(label, str):
+            raise ctx.error("soft labels are given twice, in 'label' and 'soft_labels'", "soft_labels")
+        soft = _shepherd_soft_labels(row["soft_labels"], "soft_labels", len(steps), ctx)
+        for k, (hard, implied) in enumerate(zip(labels, hard_from_soft(soft))):
+            if hard != implied:
+                raise ctx.error(f"step {k + 1}: soft label {soft[k]} implies the hard label {implied:g} "
+                                f"(HE = 1[SE > 0]), but 'label' has {hard:g}", f"soft_labels[{k}]")
+        labels = soft
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=user_prompt(question),
+        responses=[_solution(steps)],
+        step_labels=[labels],
+        meta=_meta("math_shepherd", ctx, task=row.get("task")),
+    )
+
+
+def _shepherd_steps(text: str, ctx: RowContext) -> tuple[str, list[str]]:
+    """(question, steps) of a tagged input; steps lose their tag and surrounding whitespace."""
+    *parts, tail = text.split(SHEPHERD_TAG)
+    if tail.strip():
+        raise ctx.error(f"text after the last '{SHEPHERD_TAG}': every step must end with the tag", "input")
+    head = parts[0].strip()
+    if "Step 1:" in head:
+        at = head.index("Step 1:")
+        question, parts[0] = head[:at], head[at:]
+    elif "\n" in head:
+        question, parts[0] = head.split("\n", 1)
+    else:
+        raise ctx.error(f"cannot tell the question from the first step: no 'Step 1:' and no line break "
+                        f"before the first '{SHEPHERD_TAG}'", "input")
+    if not question.strip():
+        raise ctx.error("no question before the first step", "input")
+    steps = [p.strip() for p in parts]
+    for k, step in enumerate(steps):
+        if not step:
+            raise ctx.error(f"step {k + 1} is empty", "input")
+    return question.strip(), steps
+
+
+def _shepherd_hard_labels(text: str, label: str, ctx: RowContext) -> list[float]:
+    """The '+' / '-' that stand where `text` has its tags. Read by position, as '+' and '-' occur in the
+    steps' arithmetic too, so the rest of the two strings must match."""
+    *segments, tail = text.split(SHEPHERD_TAG)
+    expected = f"expected 'input' with '+' or '-' in place of each of its {len(segments)} '{SHEPHERD_TAG}' tags"
+    labels, pos = [], 0
+    for k, segment in enumerate(segments):
+        end = pos + len(segment)
+        mark = label[end:end + 1]
+        if label[pos:end] != segment or mark not in ("+", "-"):
+            raise ctx.error(f"{expected}; the label has no tag for step {k + 1}", "label")
+        labels.append(1.0 if mark == "+" else 0.0)
+        pos = end + 1
+    if label[pos:].strip() != tail.strip():
+        raise ctx.error(f"{expected}; the label goes on after the last one", "label")
+    return labels
+
+
+def _shepherd_soft_labels(value: Any, field: str, n: int, ctx: RowContext) -> list[float]:
+    if not isinstance(value, list):
+        raise ctx.error(f"expected a list of numbers in [0, 1], got {type(value).__name__}", field)
+    if len(value) != n:
+        raise ctx.error(f"expected {n} labels, one per '{SHEPHERD_TAG}' tag, got {len(value)}", field)
+    for i, v in enumerate(value):
+        if not _is_unit(v):
+            raise ctx.error(f"expected a number in [0, 1], got {v!r}", f"{field}[{i}]")
+    return [float(v) for v in value]
+
+
+def _is_stepwise(r: dict) -> bool:
+    return "prompt" in r and "labels" in r and ("completions" in r or "steps" in r)
+
+
+@register("stepwise", _is_stepwise,
+          "prompt, completions (or steps) [step, ...], labels [true/false/number/null, ...]")
+def convert_stepwise(row: dict, ctx: RowContext) -> PreferenceRecord:
+    """TRL's stepwise-supervision shape: one solution as a list of steps and one label per step. Booleans
+    are hard labels (1.0 / 0.0), numbers in [0, 1] soft ones, and null leaves the step unlabeled."""
+    if "completions" in row and "steps" in row:
+        raise ctx.error("give the steps as 'completions' or as 'steps', not both", "steps")
+    key = "completions" if "completions" in row else "steps"
+    steps = _texts(row, key, ctx)
+    labels = _require(row, "labels", ctx)
+    if not isinstance(labels, list):
+        raise ctx.error(f"expected a list, got {type(labels).__name__}", "labels")
+    if len(labels) != len(steps):
+        raise ctx.error(f"expected one label per step ({len(steps)}), got {len(labels)}", "labels")
+    return PreferenceRecord(
+        id=_row_id(row, ctx),
+        prompt=_prompt(_require(row, "prompt", ctx), "prompt", ctx),
+        responses=[_solution(steps)],
+        step_labels=[[_step_label(v, f"labels[{i}]", ctx) for i, v in enumerate(labels)]],
+        meta=_meta("stepwise", ctx),
+    )
+
+
+def _step_label(value: Any, field: str, ctx: RowContext) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    if not _is_unit(value):
+        raise ctx.error(f"expected true, false, a number in [0, 1] or null, got {value!r}", field)
+    return float(value)
 
 
 # ------------------------------------------------------------------------------------------ validation

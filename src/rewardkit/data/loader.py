@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardkit.data.formats import FORMATS, RowContext, describe_formats, detect_format, validate_record
+from rewardkit.data.formats import (FORMATS, Converter, RowContext, converter_for, describe_formats, detect_format,
+                                    validate_record)
 from rewardkit.data.record import PreferenceRecord
 from rewardkit.errors import DataError
 
@@ -61,11 +62,13 @@ class LoadResult:
 
 
 def load_records(path: str | Path, format: str | None = None, field_map: dict[str, str] | None = None,
-                 skip_bad: bool = False, limit: int | None = None) -> LoadResult:
+                 skip_bad: bool = False, limit: int | None = None,
+                 format_options: dict[str, Any] | None = None) -> LoadResult:
     """Every record of a file; see `iter_records` for the arguments."""
     stats = LoadStats()
     records, row_numbers = [], []
-    for record in iter_records(path, format, field_map, skip_bad, limit, stats=stats):
+    for record in iter_records(path, format, field_map, skip_bad, limit, stats=stats,
+                               format_options=format_options):
         records.append(record)
         row_numbers.append(stats.rows)  # the row just read is the one this record came from
     return LoadResult(records, stats.skipped, stats.errors, stats.format or "", stats.path, stats.rows,
@@ -74,7 +77,8 @@ def load_records(path: str | Path, format: str | None = None, field_map: dict[st
 
 def iter_records(path: str | Path, format: str | None = None, field_map: dict[str, str] | None = None,
                  skip_bad: bool = False, limit: int | None = None,
-                 stats: LoadStats | None = None) -> Iterator[PreferenceRecord]:
+                 stats: LoadStats | None = None,
+                 format_options: dict[str, Any] | None = None) -> Iterator[PreferenceRecord]:
     """Stream records from a .jsonl(.gz), .json(.gz) list, .parquet or `datasets.save_to_disk` directory.
 
     format:    a name in FORMATS; None detects it from the first row (after field mapping).
@@ -83,21 +87,26 @@ def iter_records(path: str | Path, format: str | None = None, field_map: dict[st
     skip_bad:  count and skip bad rows instead of raising the first one's DataError.
     limit:     stop after this many records.
     stats:     a LoadStats to fill in (skipped count, kept errors, detected format, rows read).
+    format_options: keyword options for the format's converter, e.g. {"neutral": 0.0} for prm800k (see
+               each Format's `options`). Passing one the format does not take is an error, and so is a
+               bad value; with a detected format they are checked when the first row fixes the format.
 
-    Problems with the call itself (missing file, unknown extension or format name) raise here, before
-    iteration starts; problems with rows raise (or are counted) as the rows are reached.
+    Problems with the call itself (missing file, unknown extension, format name or option) raise here,
+    before iteration starts; problems with rows raise (or are counted) as the rows are reached.
     """
     stats = stats if stats is not None else LoadStats()
     path = Path(path)
     stats.path, stats.format = str(path), format
     if format is not None and format not in FORMATS:
         raise DataError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
+    convert = None if format is None else converter_for(format, format_options, file=str(path))
     rows = _open_rows(path)
-    return _records(rows, str(path), format, field_map or {}, skip_bad, limit, stats)
+    return _records(rows, str(path), convert, format_options, field_map or {}, skip_bad, limit, stats)
 
 
-def _records(rows: Iterator[tuple[int, Any]], file: str, format: str | None, field_map: dict[str, str],
-             skip_bad: bool, limit: int | None, stats: LoadStats) -> Iterator[PreferenceRecord]:
+def _records(rows: Iterator[tuple[int, Any]], file: str, convert: Converter | None,
+             format_options: dict[str, Any] | None, field_map: dict[str, str], skip_bad: bool,
+             limit: int | None, stats: LoadStats) -> Iterator[PreferenceRecord]:
     unit = _unit(Path(file))
     yielded = 0
     for line, raw in rows:
@@ -111,10 +120,11 @@ def _records(rows: Iterator[tuple[int, Any]], file: str, format: str | None, fie
         except DataError as err:
             _skip_or_raise(err, skip_bad, stats)
             continue
-        if format is None:  # not skippable: if the first good row fits no format, the others won't either
-            format = stats.format = _detect(row, ctx)
+        if convert is None:  # not skippable: if the first good row fits no format, the others won't either
+            stats.format = _detect(row, ctx)
+            convert = converter_for(stats.format, format_options, file=file)  # a bad option: not skippable
         try:
-            record = validate_record(FORMATS[format].convert(row, ctx), ctx)
+            record = validate_record(convert(row, ctx), ctx)
         except DataError as err:
             _skip_or_raise(_in_source_terms(err, field_map), skip_bad, stats)
             continue
@@ -286,7 +296,7 @@ def _part_rows(n_rows: int, part: str) -> tuple[int, int]:
 
 def load_split(path: str | Path, split: str = "all", format: str | None = None,
                field_map: dict[str, str] | None = None, skip_bad: bool = False,
-               limit: int | None = None) -> LoadResult:
+               limit: int | None = None, format_options: dict[str, Any] | None = None) -> LoadResult:
     """`load_records` restricted to one part of the agreed split ("all", "train" or "test").
 
     The result describes that part alone: its records (the first `limit` of them), and the bad rows
@@ -295,8 +305,8 @@ def load_split(path: str | Path, split: str = "all", format: str | None = None,
     if split not in ("all", "train", "test"):
         raise DataError(f"split must be all, train or test, got {split!r}")
     if split == "all":
-        return load_records(path, format, field_map, skip_bad, limit)
-    result = load_records(path, format, field_map, skip_bad)  # the cut needs the file's row count
+        return load_records(path, format, field_map, skip_bad, limit, format_options)
+    result = load_records(path, format, field_map, skip_bad, format_options=format_options)  # needs the row count
     first, last = _part_rows(result.n_rows, split)
     part = [(r, n) for r, n in zip(result.records, result.row_numbers) if first <= n <= last]
     result.skipped = (last - first + 1) - len(part)  # the bad rows of this part only

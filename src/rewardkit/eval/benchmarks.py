@@ -425,6 +425,7 @@ def candidate_thresholds(step_scores: Sequence[ArrayLike]) -> np.ndarray:
     """Sorted thresholds that realise every distinct prediction pattern: the lowest score (flags nothing),
     the midpoints between consecutive distinct scores, and just above the highest (flags every first step)."""
     values = np.unique(np.concatenate([np.asarray(s, dtype=np.float64).ravel() for s in step_scores]))
+    values = values[np.isfinite(values)]  # an unscored step (+inf) is never judged wrong at any threshold
     if not values.size:
         raise ValueError("no step scores to choose a threshold from")
     return np.concatenate([values[:1], (values[:-1] + values[1:]) / 2, [np.nextafter(values[-1], np.inf)]])
@@ -501,6 +502,8 @@ def processbench_label(rec: PreferenceRecord) -> int:
 
 
 def _step_scores(rec: PreferenceRecord, res: ScoreResult) -> list[float]:
+    """The row's step scores; a step the scorer could not score (None: cut by truncation) becomes +inf, so it
+    is never judged wrong: its prediction is as if it were not there."""
     if res.step_rewards is None or not res.step_rewards:
         raise DataError(f"record {rec.id!r}: ProcessBench needs per-step scores (a process reward model); "
                         f"the score result has none", field="step_rewards")
@@ -509,9 +512,9 @@ def _step_scores(rec: PreferenceRecord, res: ScoreResult) -> list[float]:
     if steps is not None and len(scores) != len(steps):
         raise DataError(f"record {rec.id!r}: {len(scores)} step scores for {len(steps)} steps",
                         field="step_rewards")
-    if not all(math.isfinite(s) for s in scores):
+    if not all(s is None or math.isfinite(s) for s in scores):
         raise DataError(f"record {rec.id!r}: non-finite step score", field="step_rewards")
-    return list(scores)
+    return [math.inf if s is None else s for s in scores]
 
 
 def _processbench_rows(records: Sequence[PreferenceRecord], results: Sequence[ScoreResult]
@@ -588,13 +591,31 @@ def score_processbench(records: Sequence[PreferenceRecord], results: Sequence[Sc
         scores, labels = rows[split]
         predictions = [first_error_prediction(s, threshold) for s in scores]
         per_split[split] = processbench_f1(predictions, labels)
+        per_split[split]["step_auroc"] = processbench_step_auroc(scores, labels)
+        per_split[split]["unscored_steps"] = int(sum(np.isinf(s).sum() for s in map(np.asarray, scores)))
     return json_ready({
         "f1": {split: r["f1"] for split, r in per_split.items()},
         "f1_mean": _mean([r["f1"] for r in per_split.values()]),
+        "step_auroc": {split: r["step_auroc"] for split, r in per_split.items()},
         "threshold": threshold,
         "threshold_source": source,
         "per_split": per_split,
     })
+
+
+def processbench_step_auroc(step_scores: Sequence[ArrayLike], labels: Sequence[int]) -> float | None:
+    """AUROC of step scores over the steps ProcessBench labels: those before the earliest error (correct) and
+    the erroneous step itself (wrong); later steps carry no label, unscored steps are left out."""
+    from rewardkit.eval.steps import auroc
+
+    values, truth = [], []
+    for scores, label in zip(step_scores, labels):
+        known = len(scores) if label < 0 else label + 1
+        for i, v in enumerate(scores[:known]):
+            if math.isfinite(v):
+                values.append(float(v))
+                truth.append(1.0 if label < 0 or i < label else 0.0)
+    return auroc(values, truth)
 
 
 # ============================================================================================ registry

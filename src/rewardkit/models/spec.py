@@ -46,6 +46,8 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     share_prefix, ...) apply to reward models; `length_calibration` wraps any Scorer in the post-hoc length
     calibration saved at that path (rewardkit.eval.length)."""
     spec = spec.strip()
+    if "aggregation" in reward_model_options and spec.startswith(("python:", "dpo:", "judge:")):
+        raise RewardkitError(f"aggregation applies to process reward models, not to {spec.split(':')[0]}: scorers")
     if spec.startswith("python:"):
         scorer = scorer_from_callable(spec[len("python:"):])
     elif spec.startswith("dpo:"):

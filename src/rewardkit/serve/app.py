@@ -172,16 +172,21 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         request.state.items = len(items)
         request.state.responses = sum(it.n_responses for it in items)
         try:
-            results = await _score(state, items, batched=body.batched, normalize=body.normalize)
+            results = await _score(state, items, batched=body.batched, normalize=body.normalize,
+                                   aggregation=body.aggregation)
         except RequestError as e:
             request.state.error = e.detail
             return JSONResponse({"detail": e.detail}, e.status, headers=e.response_headers())
         return JSONResponse({"items": results} if body.batched else results[0])
 
 
-async def _score(state: ServerState, items, *, batched: bool, normalize: bool) -> list[dict[str, Any]]:
+async def _score(state: ServerState, items, *, batched: bool, normalize: bool,
+                 aggregation: str | None = None) -> list[dict[str, Any]]:
     """Prepare, queue and await one request; every failure becomes a RequestError with its status."""
     backend = _backend_or_503(state)
+    if aggregation is not None and not backend.is_process:
+        raise RequestError(400, "aggregation: this model is not a process reward model (it gives one reward per "
+                                "response, no step scores); ask without aggregation")
     if normalize and backend.normalization is None:
         raise RequestError(400, "normalize: this model has no stored normalization stats (mean and std in "
                                 "rewardkit.json's 'normalization'); ask without normalize")
@@ -211,7 +216,7 @@ async def _score(state: ServerState, items, *, batched: bool, normalize: bool) -
     except Exception as e:
         log.exception("scoring failed")
         raise RequestError(500, f"the scorer failed: {first_line(e)}") from None
-    return backend.render(results, normalize=normalize)
+    return backend.render(results, normalize=normalize, aggregation=aggregation)
 
 
 def _backend_or_503(state: ServerState) -> Backend:

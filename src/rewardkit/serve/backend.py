@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from rewardkit.data.record import Response
 from rewardkit.errors import RewardkitError
 from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer
 from rewardkit.serve.schemas import ItemIn
@@ -94,9 +93,9 @@ class Backend:
             raise RequestError(400, "this model does not accept token ids; send prompt and responses as text")
         n_seq = sum(it.n_responses for it in items)
         if not self.encodes:
-            payload = [ScoreItem(it.messages(), [Response(r) for r in it.responses]) for it in items]
+            payload = [ScoreItem(it.messages(), it.response_objects()) for it in items]
             chars = sum(len(m["content"]) for it in items for m in it.messages()) + \
-                sum(len(r) for it in items for r in it.responses)
+                sum(len(r.content) for it in payload for r in it.responses)
             return Job(payload, max(1, chars // 4), n_seq)
 
         from rewardkit.batching import segment_tokens
@@ -111,7 +110,7 @@ class Backend:
                     full = [len(it.prompt_ids) + len(r) for r in it.response_ids]
                     field = "response_ids"
                 else:
-                    group = self.scorer.encode([ScoreItem(it.messages(), [Response(r) for r in it.responses])])[0]
+                    group = self.scorer.encode([ScoreItem(it.messages(), it.response_objects())])[0]
                     full = [len(e.input_ids) + e.truncated for e in group]
                     field = "responses"
             except RewardkitError as e:
@@ -151,9 +150,19 @@ class Backend:
         return out
 
     # -- results to JSON -------------------------------------------------------------------------------------
-    def render(self, results: Sequence[ScoreResult], *, normalize: bool) -> list[dict[str, Any]]:
+    @property
+    def is_process(self) -> bool:
+        return self.describe().get("kind") == "process_reward_model"
+
+    def render(self, results: Sequence[ScoreResult], *, normalize: bool,
+               aggregation: str | None = None) -> list[dict[str, Any]]:
+        """Results as JSON; `aggregation` re-aggregates a process model's step scores into the rewards."""
+        from rewardkit.steps import aggregate
+
         out = []
         for res in results:
+            if aggregation is not None and res.step_rewards is not None:
+                res = replace(res, rewards=[aggregate(s, aggregation) for s in res.step_rewards])
             d = _finite(res.to_json())
             if normalize:
                 mean, std = self.normalization

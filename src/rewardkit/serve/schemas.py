@@ -2,7 +2,8 @@
 is rejected with a reason before anything is queued.
 
 A request is one item (`prompt` + `responses`, or `prompt_ids` + `response_ids`) or `items`, a list of
-such objects. A prompt is a string (one user turn) or a list of chat messages. Token ids are scored exactly
+such objects. A prompt is a string (one user turn) or a list of chat messages; a response is a string, or
+{steps: [...]} for a process reward model. Token ids are scored exactly
 as given (no template, no special tokens added), so a policy and its reward model never disagree about
 tokenization.
 """
@@ -13,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictInt, StrictStr, \
     Tag, model_validator
+
+from rewardkit.data.record import Response
 
 ITEM_FORMS = ("give prompt and responses (text or chat messages), or prompt_ids and response_ids (token ids), "
               "not both")
@@ -55,6 +58,38 @@ Prompt = Annotated[
 TokenIds = list[StrictInt]
 
 
+class StepsIn(BaseModel):
+    """A response split into reasoning steps, for a process reward model (one score per step)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: Annotated[list[Text], Field(min_length=1)] = Field(description="The steps, in order.")
+    content: Text | None = Field(None, description="The whole response (default: the steps joined by blank "
+                                                   "lines).")
+
+    def response(self) -> Response:
+        return Response(self.content if self.content is not None else "\n\n".join(self.steps), list(self.steps))
+
+
+def _response_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "text-response"
+    if isinstance(value, dict):
+        return "steps-response"
+    return None
+
+
+ResponseIn = Annotated[
+    Union[Annotated[Text, Tag("text-response")], Annotated[StepsIn, Tag("steps-response")]],
+    Discriminator(_response_kind, custom_error_type="response_type",
+                  custom_error_message="a response must be a string or {steps: [...], content?}"),
+]
+Aggregation = Literal["product", "min", "mean", "last"]
+
+
+def response_objects(responses: list) -> list[Response]:
+    return [Response(r) if isinstance(r, str) else r.response() for r in responses]
+
+
 def check_item_form(prompt, responses, prompt_ids, response_ids) -> None:
     """Exactly one of the two forms, complete."""
     text = prompt is not None or responses is not None
@@ -76,8 +111,9 @@ class ItemIn(BaseModel):
     ]})
 
     prompt: Prompt | None = Field(None, description="One user turn, or a conversation of chat messages.")
-    responses: Annotated[list[Text], Field(min_length=1)] | None = Field(
-        None, description="Candidate final assistant turns; one reward each.")
+    responses: Annotated[list[ResponseIn], Field(min_length=1)] | None = Field(
+        None, description="Candidate final assistant turns; one reward each. A process reward model also takes "
+                          "{steps: [...]} and scores every step.")
     prompt_ids: TokenIds | None = Field(
         None, description="The prompt as token ids, special tokens included (nothing is added).")
     response_ids: Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)] | None = Field(
@@ -96,6 +132,9 @@ class ItemIn(BaseModel):
     def n_responses(self) -> int:
         return len(self.response_ids if self.uses_ids else self.responses)
 
+    def response_objects(self) -> list[Response]:
+        return response_objects(self.responses)
+
     def messages(self) -> list[dict[str, str]]:
         """The prompt as a conversation (a plain string is one user turn)."""
         if isinstance(self.prompt, str):
@@ -113,13 +152,15 @@ class ScoreRequest(BaseModel):
     ]})
 
     prompt: Prompt | None = None
-    responses: Annotated[list[Text], Field(min_length=1)] | None = None
+    responses: Annotated[list[ResponseIn], Field(min_length=1)] | None = None
     prompt_ids: TokenIds | None = None
     response_ids: Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1)] | None = None
     items: Annotated[list[ItemIn], Field(min_length=1)] | None = Field(
         None, description="Several prompts, each with its responses; answered as {'items': [...]} in order.")
     normalize: StrictBool = Field(False, description="Also return (reward - mean) / std with the stats stored "
                                                      "with the model.")
+    aggregation: Aggregation | None = Field(None, description="Process reward models: how step scores become "
+                                                              "each reward (default: the server's).")
 
     @model_validator(mode="after")
     def _items_or_one(self):
