@@ -110,6 +110,17 @@ def test_gate_with_decorrelation_saves_and_loads(llama, llama_dir, tmp_path):
     assert flat(loaded.score(ITEMS)) == pytest.approx(flat(results), abs=1e-6)
     assert loaded.fit_report.fit_seconds == scorer.fit_report.fit_seconds
 
+    # a saved directory is a model spec: score, eval and serve take the gated model by its path
+    from rewardkit.models.spec import load_scorer
+
+    by_spec = load_scorer(str(tmp_path / "frozen"), precision="fp32", batch_tokens=512)
+    assert isinstance(by_spec, FrozenHeadsScorer)
+    spec_results = by_spec.score(ITEMS)
+    assert flat(spec_results) == pytest.approx(flat(results), abs=1e-6)
+    assert spec_results[1].weights == pytest.approx(results[1].weights, abs=1e-6)
+    with pytest.raises(Exception, match="process reward models"):
+        load_scorer(str(tmp_path / "frozen"), aggregation="min")
+
     # the heads refuse a backbone they were not fitted on
     other = RewardModel.from_pretrained(llama_dir)
     with torch.no_grad():

@@ -3,8 +3,9 @@ reward model (or the one reward of any other Scorer), and, where correctness is 
 right against the random pick and the oracle (EVALUATION.md §4.3).
 
 Candidates are the responses of one record; `group_by_prompt` turns one-solution-per-row data (ProcessBench,
-PRM800K) into candidate sets. A response's correctness is its outcome label (rewardkit.steps.outcome_label)
-from step labels, else the row's `final_answer_correct`, else a 0/1 `scores` entry.
+PRM800K) into candidate sets. A response's correctness is the row's `final_answer_correct` (what best-of-N
+asks: is the picked answer right), else its outcome label from step labels (rewardkit.steps.outcome_label),
+else a 0/1 `scores` entry.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def correctness(rec: PreferenceRecord) -> list[bool | None]:
     for k in range(len(rec.responses)):
         row = rec.step_labels[k] if rec.step_labels and k < len(rec.step_labels) else None
         label = outcome_label(row) if row else None
-        if label is not None:
-            out[k] = label >= 0.5
-        elif len(rec.responses) == 1 and isinstance(rec.meta.get("final_answer_correct"), bool):
+        if len(rec.responses) == 1 and isinstance(rec.meta.get("final_answer_correct"), bool):
             out[k] = rec.meta["final_answer_correct"]
+        elif label is not None:
+            out[k] = label >= 0.5
         elif rec.scores is not None and rec.scores[k] in (0, 1):
             out[k] = bool(rec.scores[k])
     return out

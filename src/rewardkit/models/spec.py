@@ -1,6 +1,8 @@
 """One string names any Scorer, so every command (score, eval, probe, compare) takes every kind of model.
 
-    PATH or NAME                               a reward model: a directory, a hub id or a packaged name (minilm)
+    PATH or NAME                               a reward model: a directory, a hub id or a packaged name (minilm);
+                                               a directory saved by FrozenHeadsScorer.save (heads fitted on
+                                               frozen features, gated or not) loads as that scorer
     dpo:POLICY[@REFERENCE][?beta=0.1&mode=avg] a DPO policy read as an implicit reward model (METHODS §7);
                                                without a reference, a reference-free mode (sum, avg, norm)
     judge:MODEL[?prompt=ID]                    a local causal LM as a pairwise judge (METHODS §8)
@@ -65,6 +67,13 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
         local = {} if target.startswith(("http://", "https://")) else {
             "precision": precision, "chat_template": chat_template, "max_length": max_length}
         scorer = JudgeScorer.from_spec(target, **options, **local)
+    elif _is_frozen_heads(spec):
+        from rewardkit.multiobjective.scorer import FrozenHeadsScorer
+
+        if "aggregation" in reward_model_options:
+            raise RewardkitError(f"{spec}: aggregation applies to process reward models, not to frozen heads")
+        scorer = FrozenHeadsScorer.load(spec, precision=precision, **{
+            k: v for k, v in reward_model_options.items() if k in ("batch_tokens", "share_prefix")})
     else:
         from rewardkit.models.rm_scorer import RewardModelScorer
 
@@ -75,6 +84,14 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
 
         scorer = LengthCalibratedScorer.load(scorer, length_calibration)
     return scorer
+
+
+def _is_frozen_heads(spec: str) -> bool:
+    from pathlib import Path
+
+    from rewardkit.multiobjective.scorer import FROZEN_META
+
+    return (Path(spec) / FROZEN_META).is_file()
 
 
 def scorer_from_callable(target: str) -> Scorer:
