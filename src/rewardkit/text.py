@@ -130,8 +130,7 @@ class TextEncoder:
             boundary = common_prefix_length(self.token_ids(prompt_str), full_ids)  # a merged token goes right
             prompt_ids, response_ids = full_ids[:boundary], full_ids[boundary:]
             prefix, _, suffix = self._single
-            if prefix and full_ids[: len(prefix)] == prefix:
-                prefix = []  # the template already emitted the BOS
+            prefix, prompt_ids = _template_bos(prefix, prompt_ids)
             middle = []
             eos = self.tokenizer.eos_token_id
             suffix = [t for t in suffix if t != eos]
@@ -174,9 +173,7 @@ class TextEncoder:
         else:
             prompt_ids, opening, closing = self._steps_frame(prompt)
             prefix, _, suffix = self._single
-            rendered = prompt_ids + opening
-            if prefix and rendered[: len(prefix)] == prefix:
-                prefix = []
+            prefix, prompt_ids = _template_bos(prefix, prompt_ids)
             middle = []
             eos = self.tokenizer.eos_token_id
             suffix = [t for t in suffix if t != eos]
@@ -208,6 +205,15 @@ class TextEncoder:
         opening, closing = full[len(prompt_str): at], full[at + len(marker):]
         return (self.token_ids(prompt_str), self.token_ids(opening) if opening else [],
                 self.token_ids(closing) if closing else [])
+
+
+def _template_bos(prefix: list[int], prompt_ids: list[int]) -> tuple[list[int], list[int]]:
+    """(special prefix, prompt ids) with the tokenizer's special prefix (a BOS) that the chat template emitted
+    itself moved out of the prompt: it is there once, and truncation, which cuts the prompt from the left,
+    never drops it."""
+    if prefix and prompt_ids[: len(prefix)] == prefix:
+        return prefix, prompt_ids[len(prefix):]
+    return prefix, prompt_ids
 
 
 def _plain_prompt_text(prompt: list[Message]) -> str:
@@ -242,8 +248,9 @@ def _truncate_left(prompt: list[int], response: list[int], max_length: int | Non
 
 
 def _truncate_steps(prompt: list[int], pieces: list[list[int]], max_length: int | None, fixed: int):
-    """(prompt, step pieces, prompt tokens cut, step tokens cut): prompt tokens from the left first, then whole
-    steps from the end, and, if the first step alone is too long, its leading tokens."""
+    """(prompt, step pieces, prompt tokens cut, step tokens cut): prompt tokens from the left first; when the
+    steps alone overflow, whole steps from the end (the prompt keeps what room they leave), and, if the first
+    step alone is too long, its leading tokens."""
     total = fixed + len(prompt) + sum(len(p) for p in pieces)
     if max_length is None or total <= max_length:
         return prompt, pieces, 0, 0
@@ -251,10 +258,6 @@ def _truncate_steps(prompt: list[int], pieces: list[list[int]], max_length: int 
     if room < 1:
         raise RewardkitError(f"max_length {max_length} leaves no room for any token "
                              f"({fixed} template and special tokens are needed)")
-    need = sum(len(p) for p in pieces)
-    keep_prompt = max(0, room - need)
-    cut_p = len(prompt) - keep_prompt
-    prompt = prompt[cut_p:]
     kept, used = [], 0
     for piece in pieces:
         if used + len(piece) > room:
@@ -262,7 +265,10 @@ def _truncate_steps(prompt: list[int], pieces: list[list[int]], max_length: int 
         kept.append(piece)
         used += len(piece)
     if not kept:
-        kept = [pieces[0][len(pieces[0]) - room:]]
+        kept, used = [pieces[0][len(pieces[0]) - room:]], room
+    keep_prompt = min(len(prompt), room - used)  # what the kept steps leave, for the prompt's end
+    cut_p = len(prompt) - keep_prompt
+    prompt = prompt[cut_p:]
     cut_r = sum(len(p) for p in pieces) - sum(len(p) for p in kept)
     return prompt, kept, cut_p, cut_r
 

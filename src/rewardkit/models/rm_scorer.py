@@ -101,6 +101,9 @@ class RewardModelScorer:
     @torch.inference_mode()
     def score_encoded(self, encoded: Sequence[Sequence[Encoded]]) -> list[ScoreResult]:
         """One ScoreResult per group of encoded sequences (an item's responses), in order."""
+        # The model may be shared (a training loop's evaluation, a second scorer): compute at this scorer's own
+        # precision whatever another user set last.
+        self.model.compute_dtype = compute_dtype(self.precision)
         outputs: dict[int, list[list[float]]] = {i: [] for i, row in enumerate(encoded) if not row}
         todo = [i for i, row in enumerate(encoded) if row]
         for part in self.planner.batches([encoded[i] for i in todo]):

@@ -121,9 +121,16 @@ def _process_examples(records: Sequence[PreferenceRecord], text, last_step_only:
             if e.n_steps != len(row):
                 raise DataError(f"{_where(r)}: response {k} has {e.n_steps} steps but {len(row)} step labels",
                                 field="step_labels")
-            row = outcome_only(row) if last_step_only else list(row)
+            kept = len(e.read_offsets)  # steps cut by truncation are not trained on
+            if not last_step_only:
+                row = list(row[:kept])
+            elif kept == len(row):
+                row = outcome_only(row)
+            else:  # a cut solution's outcome is known only when a kept step is already wrong
+                wrong = any(v is not None and v < 0.5 for v in row[:kept])
+                row = [None] * (kept - 1) + [0.0 if wrong else None]
             encoded.append(e)
-            labels.append(row[: len(e.read_offsets)])  # steps cut by truncation are not trained on
+            labels.append(row)
         if not any(v is not None for row in labels for v in row):
             unusable += 1
             continue
