@@ -10,6 +10,7 @@ else a 0/1 `scores` entry.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,8 +73,11 @@ def candidate_scores(result: ScoreResult) -> dict[str, list[float]]:
 
 def ranking(scores: Sequence[float]) -> list[int]:
     """Candidate indices best first; ties keep data order (a stable sort), NaN last."""
-    values = [(-v if v == v else float("inf")) for v in scores]
-    return sorted(range(len(values)), key=lambda i: values[i])
+    def key(i: int) -> tuple[bool, float]:
+        v = float(scores[i])
+        return (True, 0.0) if math.isnan(v) else (False, -v)
+
+    return sorted(range(len(scores)), key=key)
 
 
 def rerank(records: Sequence[PreferenceRecord], results: Sequence[ScoreResult]) -> list[dict[str, Any]]:

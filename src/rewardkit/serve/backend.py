@@ -75,7 +75,10 @@ class Backend:
 
     @property
     def accepts_token_ids(self) -> bool:
-        return self.encodes
+        """Token ids are scored as given, one score at the last id: not for a process model, which reads a
+        score at every step separator and so needs the steps as text."""
+        meta = getattr(getattr(self.scorer, "model", None), "meta", None)
+        return self.encodes and not getattr(meta, "is_process", False)
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -90,7 +93,9 @@ class Backend:
         """Validate what the schema cannot (token ids against the vocabulary, sequence lengths) and build the
         scorer's input. Raises RequestError."""
         if any(it.uses_ids for it in items) and not self.accepts_token_ids:
-            raise RequestError(400, "this model does not accept token ids; send prompt and responses as text")
+            why = ("a process reward model reads a score at every step separator; send the responses as text "
+                   "or {steps: [...]}") if self.encodes else "send prompt and responses as text"
+            raise RequestError(400, f"this model does not accept token ids: {why}")
         n_seq = sum(it.n_responses for it in items)
         if not self.encodes:
             payload = [ScoreItem(it.messages(), it.response_objects()) for it in items]

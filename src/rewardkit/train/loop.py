@@ -108,11 +108,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed,
                                         objectives=config.objectives, length_head=config.length_head,
                                         step_separator=process.separator if process else None,
-                                        step_aggregation=process.aggregation if process else None)
-    if model.meta.is_process and process is None:  # training on from a process model's checkpoint
+                                        # a detected (not configured) process model keeps a checkpoint's rule
+                                        step_aggregation=config.process.aggregation if config.process else None)
+    if model.meta.is_process and config.process is None:  # as the checkpoint or the defaults say
         from rewardkit.train.config import ProcessSettings
 
-        process = ProcessSettings(separator=model.meta.step_separator, aggregation=model.meta.step_aggregation)
+        process = ProcessSettings(aggregation=model.meta.step_aggregation)
     if process is not None and not model.meta.is_process:
         raise RewardkitError(f"{source} is an outcome reward model; a process reward model trains from a "
                              "backbone or a process model's checkpoint")
@@ -194,7 +195,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     core.meta.training = {"data": _plain(config.data), "split": config.split, "records": len(examples),
                           "fingerprint": train_info["fingerprint"], "loss": config.loss, "seed": config.seed}
     if process is not None:
-        core.meta.training["process"] = process.model_dump()
+        core.meta.training["process"] = process.model_dump()  # as configured; the resolved separator is in meta
     counts = _objective_counts(examples, objectives)
     if detailed:
         core.meta.training.update({"objectives": counts, "attribute_weight": config.attribute_weight,
@@ -434,11 +435,16 @@ def _process_settings(config: TrainConfig, records):
     def steps_only(r) -> bool:
         return bool(r.step_labels) and not r.comparisons() and not r.attributes
 
+    n_steps = sum(bool(r.step_labels) for r in records)
     if records and all(steps_only(r) for r in records):
         if config.objectives and len(config.objectives) > 1 or config.length_head:
             raise RewardkitError("the data has step labels only: a process reward model, which has one "
                                  "objective and no length head")
         return ProcessSettings()
+    if n_steps:
+        raise RewardkitError(f"{n_steps} of {len(records)} training records have step labels and the others "
+                             "preference or attribute labels: a model trains on one kind. Train a process reward "
+                             "model on the step-labelled files (process: {...}), or an outcome model without them")
     return None
 
 
