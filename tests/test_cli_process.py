@@ -310,3 +310,15 @@ def test_prm800k_neutral_option_changes_the_labels(prm, files, tmp_path):
         code, output = run("data", "convert", files["prm800k"], out, "--format-option", f"neutral={value}")
         assert code == 0, output
         assert read_jsonl(out)[0]["step_labels"] == want, value
+
+
+def test_rerank_min_candidates_keeps_only_sets_that_large(prm, files, tmp_path):
+    out = tmp_path / "rerank"
+    code, output = run("rerank", "-m", prm, "-d", files["candidates"], "-o", out, "--group-by-prompt",
+                       "--min-candidates", "3", "--precision", "fp32")
+    assert code == 0, output
+    assert len(read_jsonl(out / "reranked.jsonl")) == 4  # every merged set has 3 candidates
+    code, output = run("rerank", "-m", prm, "-d", files["candidates"], "-o", tmp_path / "none",
+                       "--min-candidates", "2", "--precision", "fp32")
+    assert code == 2 and "--group-by-prompt" in one_error(output)
+    assert not (tmp_path / "none" / "reranked.jsonl").exists()

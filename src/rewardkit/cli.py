@@ -431,6 +431,9 @@ def rerank(model: ModelOpt,
            group_by_prompt: Annotated[bool, typer.Option(
                "--group-by-prompt", help="Rows with the same prompt are one candidate set (ProcessBench, "
                                          "PRM800K: one solution a row).")] = False,
+           min_candidates: Annotated[int, typer.Option(
+               "--min-candidates", min=1, help="Rerank only candidate sets with at least this many "
+                                               "responses (2: skip single solutions).")] = 1,
            format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
            skip_bad: SkipBadOpt = False, limit: LimitOpt = None,
            max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
@@ -447,6 +450,10 @@ def rerank(model: ModelOpt,
         quiet_transformers()
         loaded = load_data(data, format, map, skip_bad, limit, format_options=format_option)
         records = grouped(loaded.records) if group_by_prompt else loaded.records
+        records = [r for r in records if len(r.responses) >= min_candidates]
+        if not records:
+            raise RewardkitError(f"no candidate set has {min_candidates} or more responses"
+                                 + ("" if group_by_prompt else "; one solution a row? add --group-by-prompt"))
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix)
         results = score_with_progress(scorer, records)
         out.mkdir(parents=True, exist_ok=True)
