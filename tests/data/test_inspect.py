@@ -142,3 +142,19 @@ def test_canonical_write_is_atomic(tmp_path):
         write_canonical_jsonl(failing(), out)
     assert out.read_text() == "old\n"
     assert [p.name for p in Path(tmp_path).iterdir()] == ["out.jsonl"]
+
+
+def test_step_data_gets_steps_per_response_and_label_counts():
+    from rewardkit.data.record import Response as R, user_prompt
+
+    steps = [["a", "b", "c"], ["d"]]
+    records = [PreferenceRecord(f"s{i}", user_prompt("q"), [R("\n\n".join(s), s)], step_labels=[labels])
+               for i, (s, labels) in enumerate(zip(steps, [[1.0, 0.0, None], [0.25]]))]
+    summary = inspect_records(records)
+    assert summary["steps"]["responses_with_steps"] == 2
+    assert summary["steps"]["steps_per_response"]["max"] == 3 and summary["steps"]["steps_per_response"]["min"] == 1
+    assert summary["steps"]["labels"] == {"correct": 1, "wrong": 2, "soft": 1, "unlabeled": 1}
+    text = format_inspection(summary)
+    assert "steps per response: min 1" in text and "step labels: correct: 1, wrong: 2, soft: 1, unlabeled: 1" in text
+    plain = PreferenceRecord("p", user_prompt("q"), [R("x"), R("y")], chosen=0)
+    assert "steps" not in inspect_records([plain])

@@ -47,7 +47,26 @@ def inspect_records(result: LoadResult | Sequence[PreferenceRecord],
         "lengths": {"prompt": length_stats(prompt_lengths), "response": length_stats(response_lengths)},
         "problems": find_problems(records),
     }
+    steps = step_stats(records)
+    if steps:
+        summary["steps"] = steps
     return summary
+
+
+def step_stats(records: Sequence[PreferenceRecord]) -> dict[str, Any] | None:
+    """For step-split data: steps per response, and step labels counted as correct (>= 0.5), wrong, soft
+    (strictly between 0 and 1) and unlabeled. None when no response has steps."""
+    counts = [len(x.steps) for r in records for x in r.responses if x.steps is not None]
+    if not counts:
+        return None
+    labels = [v for r in records for row in (r.step_labels or []) if row for v in row]
+    known = [v for v in labels if v is not None]
+    return {
+        "responses_with_steps": len(counts),
+        "steps_per_response": length_stats(counts),
+        "labels": {"correct": sum(v >= 0.5 for v in known), "wrong": sum(v < 0.5 for v in known),
+                   "soft": sum(0.0 < v < 1.0 for v in known), "unlabeled": len(labels) - len(known)},
+    }
 
 
 def length_stats(lengths: Sequence[int]) -> dict[str, Any]:
@@ -114,6 +133,12 @@ def format_inspection(summary: dict[str, Any]) -> str:
         if stats["count"]:
             lines.append(f"{part} length ({unit}): min {stats['min']}, median {stats['median']}, "
                          f"mean {stats['mean']}, p95 {stats['p95']}, max {stats['max']}")
+    steps = summary.get("steps")
+    if steps:
+        per = steps["steps_per_response"]
+        lines.append(f"steps per response: min {per['min']}, median {per['median']}, mean {per['mean']}, "
+                     f"max {per['max']} ({steps['responses_with_steps']} responses with steps)")
+        lines.append("step labels: " + _counts(steps["labels"]))
     if not summary["problems"]:
         lines.append("problems: none found")
     for p in summary["problems"]:
