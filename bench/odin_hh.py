@@ -23,6 +23,7 @@ from rewardkit.batching import Planner
 from rewardkit.data import load_split, shared_data_dir
 from rewardkit.eval.metrics import pearson
 from rewardkit.models.reward_model import RewardModel
+from rewardkit.precision import compute_context, compute_dtype, resolve_precision
 from rewardkit.train import load_config, train
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "train_hh_odin.yaml"
@@ -30,13 +31,17 @@ CONFIG = Path(__file__).resolve().parent.parent / "examples" / "train_hh_odin.ya
 
 @torch.inference_mode()
 def head_outputs(model: RewardModel, records) -> tuple[list[torch.Tensor], list[list[int]]]:
-    """Per record, every output of the head (n_responses, n_outputs), and the responses' token lengths."""
+    """Per record, every output of the head (n_responses, n_outputs), and the responses' token lengths, at the
+    precision `rewardkit eval` uses (auto: bf16 where fast), so the baseline's numbers are eval's."""
+    precision = resolve_precision("auto", model.device)
+    model.compute_dtype = compute_dtype(precision)
     planner = Planner(model)
     encoded = [[model.encode(r.prompt, x) for x in r.responses] for r in records]
     outputs: list = [None] * len(records)
     for part in planner.batches(encoded):
         plan = planner.plan([encoded[i] for i in part])
-        out = model(**plan.model_inputs(), all_outputs=True).float()
+        with compute_context(precision, model.device):
+            out = model(**plan.model_inputs(), all_outputs=True).float()
         k = 0
         for i in part:
             outputs[i] = out[k: k + len(encoded[i])]
@@ -68,7 +73,7 @@ def main() -> None:
         out = Path(args.out) / name.lower()
         config = load_config(CONFIG, [f"data=[{path}]", "eval_data=[]", f"output={out}", "progress=false",
                                       f"length_head={str(length_head).lower()}"])
-        seconds = float("nan")
+        seconds = None  # a reused run
         if not (out / "last").is_dir():
             t0 = time.perf_counter()
             train(config)
@@ -87,7 +92,7 @@ def main() -> None:
     print("| model | head | accuracy | Pearson(reward, length) | train s |")
     print("|---|---|---|---|---|")
     for name, head, acc, rho, seconds in rows:
-        print(f"| {name} | {head} | {100 * acc:.1f}% | {rho:+.3f} | {seconds:.0f} |")
+        print(f"| {name} | {head} | {100 * acc:.1f}% | {rho:+.3f} | {'reused' if seconds is None else f'{seconds:.0f}'} |")
 
 
 if __name__ == "__main__":
