@@ -10,32 +10,11 @@ import pytest
 from rewardkit.data import FORMATS, PreferenceRecord, detect_format, load_records
 from rewardkit.errors import DataError
 
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+from data_checks import assert_points_at, bad_row_error, write_jsonl
 
 
 def load_one(tmp_path: Path, row: dict, format: str | None = None) -> PreferenceRecord:
     return load_records(write_jsonl(tmp_path / "data.jsonl", [row]), format=format).records[0]
-
-
-def bad_row_error(tmp_path: Path, *rows: dict, format: str | None = None) -> DataError:
-    """Load rows whose last one is bad (the ones before it are good); return the DataError it raised."""
-    path = write_jsonl(tmp_path / "bad.jsonl", list(rows))
-    with pytest.raises(DataError) as info:
-        load_records(path, format=format)
-    return info.value
-
-
-def assert_points_at(err: DataError, line: int, field: str | None, file: str = "bad.jsonl") -> None:
-    """The error names the file, the line and the field, in its attributes and in its message."""
-    assert Path(err.file).name == file
-    assert err.line == line
-    assert err.field == field
-    assert f"{file}:{line}:" in str(err)
-    if field:
-        assert f"'{field}'" in str(err)
 
 
 HH_ROW = {

@@ -3,7 +3,6 @@ detection next to the other formats, the prm800k `neutral` option, and every doc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,7 @@ from rewardkit.data import FORMATS, PreferenceRecord, detect_format, iter_record
 from rewardkit.data.formats import describe_formats, hard_from_soft
 from rewardkit.errors import DataError
 
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+from data_checks import assert_points_at, bad_row_error, write_jsonl
 
 
 def load_one(tmp_path: Path, row: dict, format: str | None = None, **options) -> PreferenceRecord:
@@ -23,24 +19,6 @@ def load_one(tmp_path: Path, row: dict, format: str | None = None, **options) ->
                           format_options=options or None)
     assert len(result.records) == 1
     return result.records[0]
-
-
-def bad_row_error(tmp_path: Path, *rows: dict, format: str | None = None, **kwargs) -> DataError:
-    """Load rows whose last one is bad (the ones before it are good); return the DataError it raised."""
-    path = write_jsonl(tmp_path / "bad.jsonl", list(rows))
-    with pytest.raises(DataError) as info:
-        load_records(path, format=format, **kwargs)
-    return info.value
-
-
-def assert_points_at(err: DataError, line: int, field: str | None, file: str = "bad.jsonl") -> None:
-    """The error names the file, the line and the field, in its attributes and in its message."""
-    assert Path(err.file).name == file
-    assert err.line == line
-    assert err.field == field
-    assert f"{file}:{line}:" in str(err)
-    if field:
-        assert f"'{field}'" in str(err)
 
 
 def steps_and_labels(rec: PreferenceRecord) -> tuple[list[str], list[float | None]]:
