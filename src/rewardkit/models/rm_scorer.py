@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
-
-import math
 
 import torch
 
@@ -13,8 +12,8 @@ from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.errors import RewardkitError
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
-from rewardkit.steps import AGGREGATIONS, aggregate
 from rewardkit.precision import compute_context, compute_dtype, default_device, resolve_precision
+from rewardkit.steps import AGGREGATIONS, aggregate
 from rewardkit.text import Encoded, _truncate_left
 
 
