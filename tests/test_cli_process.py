@@ -17,7 +17,7 @@ from rewardkit.eval.rerank import best_of_n_report, group_by_prompt
 from rewardkit.models import RewardModel, RewardModelScorer
 from rewardkit.models.scorer import ScoreResult
 from rewardkit.steps import aggregate
-from tiny import write_jsonl
+from tiny import assert_nested_close, write_jsonl
 
 runner = CliRunner()
 TOL = 1e-5
@@ -109,12 +109,7 @@ def outcome_dir(llama_dir, tmp_path_factory):
 
 
 def assert_close(got, want):
-    assert len(got) == len(want), (got, want)
-    for a, b in zip(got, want):
-        if isinstance(b, list):
-            assert_close(a, b)
-        else:
-            assert abs(a - b) < TOL, (got, want)
+    assert_nested_close(got, want, TOL)
 
 
 # -- train ------------------------------------------------------------------------------------------------------------

@@ -114,3 +114,13 @@ def toy_pairs(n, offset=0):
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def assert_nested_close(got, want, tol):
+    """Two equally shaped nested lists of numbers agree within `tol` everywhere."""
+    assert len(got) == len(want), (got, want)
+    for a, b in zip(got, want):
+        if isinstance(b, list):
+            assert_nested_close(a, b, tol)
+        else:
+            assert abs(a - b) < tol, (got, want)

@@ -11,6 +11,7 @@ from rewardkit.data.record import Response
 from rewardkit.models import ScoreItem
 from rewardkit.steps import AGGREGATIONS, aggregate
 from serve_helpers import API_KEY, MAX_LENGTH, ServerProcess, server_in_thread
+from tiny import assert_nested_close
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 TOL = 1e-5
@@ -60,12 +61,7 @@ def library(scorer, prompt: str, responses: list[Response]):
 
 
 def assert_close(got, want):
-    assert len(got) == len(want), (got, want)
-    for a, b in zip(got, want):
-        if isinstance(b, list):
-            assert_close(a, b)
-        else:
-            assert abs(a - b) < TOL, (got, want)
+    assert_nested_close(got, want, TOL)
 
 
 # -- the library's step scores ------------------------------------------------------------------------------------
