@@ -1,11 +1,18 @@
 """Shared fixtures: tiny random Hugging Face models and tokenizers, built locally (see tiny.py)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The run's own cache (GGUF backbones dequantized once, rewardkit.models.gguf): tests never write to ~/.cache.
+if "REWARDKIT_CACHE" not in os.environ:
+    os.environ["REWARDKIT_CACHE"] = tempfile.mkdtemp(prefix="rewardkit-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["REWARDKIT_CACHE"], ignore_errors=True)
 
 from tiny import make_bpe_tokenizer, minilm_path, save_bert_backbone, save_causal_backbone  # noqa: E402
 
@@ -53,7 +60,7 @@ def _smollm2_loaded():
 
 @pytest.fixture
 def smollm2(_smollm2_loaded):
-    """The real SmolLM2-135M reward model, loaded once per session (GGUF dequantising takes ~20 s) and handed
+    """The real SmolLM2-135M reward model, loaded once per session and handed
     to each test as loaded: fp32 compute, no gradients left from an earlier test."""
     _smollm2_loaded.compute_dtype = None
     _smollm2_loaded.zero_grad(set_to_none=True)

@@ -32,6 +32,7 @@ import torch
 from rewardkit.batching import budget_batches, plan_padded
 from rewardkit.data.record import Message
 from rewardkit.errors import ModelError, RewardkitError, first_line
+from rewardkit.models.gguf import loadable
 from rewardkit.models.reward_model import resolve_model
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, default_device, resolve_precision
@@ -56,9 +57,10 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, packaged_gguf = resolve_model(name_or_path)
+    path, gguf_file = loadable(path, gguf_file or packaged_gguf)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if gguf_file or packaged_gguf:
-        kwargs["gguf_file"] = gguf_file or packaged_gguf
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)

@@ -24,6 +24,7 @@ from torch import nn
 
 from rewardkit.errors import ModelError, first_line
 from rewardkit.io import atomic_directory
+from rewardkit.models.gguf import loadable
 from rewardkit.text import Encoded, TextEncoder
 
 META_FILE = "rewardkit.json"
@@ -80,7 +81,7 @@ def load_tokenizer(name: str | os.PathLike):
     """The tokenizer of a model name as `RewardModel.from_pretrained` resolves it."""
     from transformers import AutoTokenizer
 
-    path, gguf_file = resolve_model(name)
+    path, gguf_file = loadable(*resolve_model(name))
     try:
         return AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError) as e:
@@ -230,7 +231,7 @@ class RewardModel(nn.Module):
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path, packaged_gguf = resolve_model(name_or_path)
-        gguf_file = gguf_file or packaged_gguf
+        path, gguf_file = loadable(path, gguf_file or packaged_gguf)
         meta = read_meta(path)
         if meta is not None and meta.lora is not None:
             return cls._from_adapter(Path(path), meta, dtype=dtype, seed=seed, max_length=max_length)
