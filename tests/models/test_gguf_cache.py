@@ -69,6 +69,21 @@ def test_an_interrupted_conversion_leaves_nothing(fake_gguf, monkeypatch, tmp_pa
     assert list((tmp_path / "cache" / "gguf").iterdir()) == []
 
 
+def test_a_conversion_finished_elsewhere_first_is_kept(fake_gguf, monkeypatch):
+    source, _ = fake_gguf
+    target = gguf.cache_root() / "gguf" / gguf.cache_key(source / "m.gguf")
+
+    def racing(path, gguf_file, out):  # another process publishes while this one converts
+        (out / "config.json").write_text("{}")
+        target.mkdir(parents=True)
+        (target / "config.json").write_text('{"first": true}')
+
+    monkeypatch.setattr(gguf, "_convert", racing)
+    assert gguf.dequantized_checkpoint(source, "m.gguf") == target
+    assert (target / "config.json").read_text() == '{"first": true}'
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no staging folder left
+
+
 def test_an_unwritable_cache_or_caching_off_falls_back_to_the_gguf(fake_gguf, monkeypatch, tmp_path):
     source, calls = fake_gguf
     blocker = tmp_path / "not-a-dir"

@@ -45,7 +45,7 @@ def dequantized_checkpoint(path: str | os.PathLike, gguf_file: str) -> Path | No
 
     None when caching is off or the cache cannot be written; the caller then loads the GGUF file itself.
     Made in a temporary folder and renamed into place, so an interrupted conversion leaves nothing half
-    written, and a process converting beside another ends with a complete checkpoint either way.
+    written; a process that finishes second keeps the first one's copy, so a folder in use is never swapped.
     """
     root = cache_root()
     gguf_path = Path(path) / gguf_file
@@ -56,9 +56,17 @@ def dequantized_checkpoint(path: str | os.PathLike, gguf_file: str) -> Path | No
         try:
             with atomic_directory(target) as staging:
                 _convert(Path(path), gguf_file, staging)
+                if (target / "config.json").is_file():  # another process finished first: keep its copy
+                    raise _MadeElsewhere
+        except _MadeElsewhere:
+            pass
         except OSError:  # a read-only or full cache: load from the GGUF file instead
             return None
     return target
+
+
+class _MadeElsewhere(Exception):
+    """Abandons a conversion (its staging folder is removed) when another process already published one."""
 
 
 def _convert(path: Path, gguf_file: str, out: Path) -> None:
