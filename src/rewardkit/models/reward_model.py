@@ -486,6 +486,19 @@ class RewardModel(nn.Module):
         return hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
                              position_ids=position_ids).last_hidden_state
 
+    def compile_backbone(self, enable: bool = True) -> None:
+        """torch.compile the backbone in place (inductor, dynamic shapes), or undo it with `enable=False`.
+
+        Parameter names, checkpoints and results stay the same; each new kind of pass (training, scoring)
+        compiles once, which takes minutes on a small CPU and pays back over long runs. Inside compiled code
+        attention is transformers' SDPA (rewardkit.attention steps aside while compiling).
+        """
+        backbone = self.hf_model.base_model
+        if enable:
+            backbone.compile(dynamic=True)
+        else:
+            backbone._compiled_call_impl = None  # what nn.Module.compile set: back to the plain forward
+
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Floating-point parameters cast to `dtype`, except the output layer's. Under autograd the casts are
         part of the graph (fresh each pass); without it they are cached until a parameter changes."""

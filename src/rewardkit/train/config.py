@@ -115,6 +115,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     fast_attention: bool = Field(True, description="CPU: recompute-backward attention for sequences up to "
                                                      "320 tokens (rewardkit.attention); same gradients")
+    compile: bool = Field(False, description="torch.compile the backbone (inductor, dynamic shapes): faster "
+                          "steps after a compile that takes minutes, so for long runs (2-core CPU, SmolLM2: "
+                          "+30% per step after ~160 s)")
     share_prefix: bool | None = Field(None, description="causal backbones: one packed row per record, its "
                                       "responses sharing the prompt's tokens (None: wherever the model passes "
                                       "the equivalence check)")

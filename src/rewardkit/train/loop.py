@@ -56,7 +56,7 @@ from rewardkit.train.config import DataSource, TrainConfig
 
 # Fields that may change between an interrupted run and its resumption without changing the trajectory.
 RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split",
-                      "fast_attention", "share_prefix", "batch_tokens"}
+                      "fast_attention", "compile", "share_prefix", "batch_tokens"}
 
 
 @dataclass
@@ -166,6 +166,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     model.eval()
     if config.fast_attention and accelerator.device.type == "cpu":
         use_fast_attention(core.hf_model)  # CPU flash attention's backward is slow on short sequences
+    if config.compile:
+        core.compile_backbone()
 
     # bf16 copies of the weights in each pass (fp32 master weights); sharded backends cast their own shards.
     core.compute_dtype = None if sharded else compute_dtype(precision)
@@ -351,6 +353,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         if progress is not None:
             progress.close()
         restore_attention(core.hf_model)
+        core.compile_backbone(False)
     accelerator.end_training()
     return TrainResult(out, step, records_trained, train_seconds, last_eval, best,
                        resumed_from=resume_state.get("step", 0) if resume_state else 0, history=history)
