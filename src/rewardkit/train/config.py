@@ -117,7 +117,7 @@ class TrainConfig(BaseModel):
                                                      "320 tokens (rewardkit.attention); same gradients")
     compile: bool = Field(False, description="torch.compile the backbone (inductor, dynamic shapes): faster "
                           "steps after a compile that takes minutes, so for long runs (2-core CPU, SmolLM2: "
-                          "+30% per step after ~160 s)")
+                          "1.23x per step after ~330 s of compiling; bench/compile_gain.py)")
     share_prefix: bool | None = Field(None, description="causal backbones: one packed row per record, its "
                                       "responses sharing the prompt's tokens (None: wherever the model passes "
                                       "the equivalence check)")
