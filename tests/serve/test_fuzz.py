@@ -71,8 +71,9 @@ def check(r, body=None):
     assert r.status_code < 500, (r.status_code, r.text, body)
     data = r.json()
     if r.status_code == 200:
-        answers = data["items"] if isinstance(body, dict) and "items" in body else [data]
-        wanted = body["items"] if "items" in body else [body]
+        batch = isinstance(body, dict) and body.get("items") is not None  # "items": null is the single form
+        answers = data["items"] if batch else [data]
+        wanted = body["items"] if batch else [body]
         assert len(answers) == len(wanted)
         for got, want in zip(answers, wanted):
             n = len(want.get("responses") or want.get("response_ids"))
@@ -112,3 +113,11 @@ def test_schema_fuzz_reaches_the_model(client):
     body = {"prompt": [{"role": "user", "content": "hi"}], "responses": ["a", ""], "normalize": True}
     check(send(client, body), body)
     assert json.dumps(body)  # plain JSON
+
+
+def test_items_null_is_the_single_form(client):
+    """Found by the fuzz: `"items": null` beside a single item is that item, answered in the single form."""
+    body = {"prompt": "Hi", "responses": ["Hello!", "Go away."], "items": None}
+    r = send(client, body)
+    assert r.status_code == 200 and len(r.json()["rewards"]) == 2
+    check(r, body)
