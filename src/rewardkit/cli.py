@@ -41,6 +41,9 @@ BatchTokensOpt = Annotated[int, typer.Option("--batch-tokens", help="Tokens (pad
 SharePrefixOpt = Annotated[Optional[bool], typer.Option(
     "--share-prefix/--no-share-prefix", help="Score a prompt's responses in one packed row (default: wherever the "
                                              "backbone passes the equivalence check).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the reward model's backbone: faster batches after a compile of a minute "
+                      "or more (for servers and long jobs).")]
 TemplateOpt = Annotated[Optional[Path], typer.Option(
     "--chat-template", help="A Jinja chat template file to render conversations with.")]
 AggregationOpt = Annotated[Optional[str], typer.Option(
@@ -114,7 +117,7 @@ def quiet_transformers() -> None:
 
 def load_scorer(model: str, max_length: int | None, chat_template: Path | None, precision: str,
                 batch_tokens: int, share_prefix: bool | None = None, length_calibration: Path | None = None,
-                aggregation: str | None = None):
+                aggregation: str | None = None, compile_: bool = False):
     from rewardkit.models.spec import load_scorer as load
 
     template = None
@@ -126,7 +129,8 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
         return load(model, max_length=max_length, chat_template=template, precision=precision,
                     batch_tokens=batch_tokens, share_prefix=share_prefix,
                     length_calibration=str(length_calibration) if length_calibration else None,
-                    **({"aggregation": aggregation} if aggregation else {}))
+                    **({"aggregation": aggregation} if aggregation else {}),
+                    **({"compile": True} if compile_ else {}))
 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
@@ -163,6 +167,7 @@ def score(model: ModelOpt,
           share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, limit: LimitOpt = None,
           length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None,
+          compile_: CompileOpt = False,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False):
     """Score every response of every record; an interrupted run resumes where it stopped. A process reward
     model reads responses' steps (their paragraphs when a record gives none) and adds step_rewards."""
@@ -177,7 +182,7 @@ def score(model: ModelOpt,
         records = iter_records(input, format, parse_field_map(map), skip_bad=skip_bad, limit=limit, stats=stats,
                                format_options=parse_format_options(format_option))
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
-                             length_calibration, aggregation)
+                             length_calibration, aggregation, compile_)
         if partial_path(output).exists():
             console.print(f"resuming from {partial_path(output)}")
         with progress_bar("scoring", None) as bar:
@@ -499,7 +504,8 @@ def serve(model: ModelOpt,
           log_level: Annotated[str, typer.Option("--log-level")] = "info",
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
           share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None,
-          length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None):
+          length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None,
+          compile_: CompileOpt = False):
     """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics."""
     from rewardkit.serve import serve as run_server
 
@@ -508,7 +514,7 @@ def serve(model: ModelOpt,
             raise RewardkitError(f"--overlength must be reject or truncate, got {overlength!r}")
         quiet_transformers()
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
-                             length_calibration, aggregation)
+                             length_calibration, aggregation, compile_)
         run_server(scorer, host=host, port=port, api_key=api_key, max_batch_tokens=max_batch_tokens,
                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
                    max_length=max_length, overlength=overlength, request_timeout_s=request_timeout,

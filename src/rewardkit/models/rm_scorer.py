@@ -29,9 +29,11 @@ class RewardModelScorer:
     def __init__(self, model: RewardModel, *, device: str | torch.device | None = None,
                  precision: str = "auto", batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  max_batch_size: int | None = 64, share_prefix: bool | None = None,
-                 aggregation: str | None = None):
+                 aggregation: str | None = None, compile: bool = False):
         """aggregation: for a process reward model, how step probabilities become each response's reward
-        (rewardkit.steps.AGGREGATIONS; default the model's own, meta.step_aggregation)."""
+        (rewardkit.steps.AGGREGATIONS; default the model's own, meta.step_aggregation).
+        compile: torch.compile the backbone (RewardModel.compile_backbone): faster batches after a compile of
+        a minute or more, so for servers and long scoring jobs."""
         if aggregation is not None:
             if not model.meta.is_process:
                 raise RewardkitError("aggregation applies to process reward models only; this model gives one "
@@ -46,6 +48,8 @@ class RewardModelScorer:
         self.model.compute_dtype = compute_dtype(self.precision)
         self.planner = Planner(self.model, batch_tokens=batch_tokens, share_prefix=share_prefix,
                                max_batch_size=max_batch_size)
+        if compile:  # after the planner: its equivalence check runs once, not through the compiler
+            self.model.compile_backbone()
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, max_length: int | None = None, chat_template: str | None = None,

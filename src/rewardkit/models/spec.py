@@ -50,6 +50,9 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     spec = spec.strip()
     if "aggregation" in reward_model_options and spec.startswith(("python:", "dpo:", "judge:")):
         raise RewardkitError(f"aggregation applies to process reward models, not to {spec.split(':')[0]}: scorers")
+    if reward_model_options.get("compile") and (spec.startswith(("python:", "dpo:", "judge:"))
+                                                or _is_frozen_heads(spec)):
+        raise RewardkitError(f"{spec}: compile applies to reward models")
     if spec.startswith("python:"):
         scorer = scorer_from_callable(spec[len("python:"):])
     elif spec.startswith("dpo:"):
