@@ -77,12 +77,17 @@ def _convert(path: Path, gguf_file: str, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32)
-    # transformers keeps marking a dequantized GGUF model as quantized, which blocks saving it.
+    unmark_dequantized(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def unmark_dequantized(model) -> None:
+    """transformers dequantizes GGUF weights on load but keeps marking the model as quantized, which blocks
+    saving it; the weights in memory are plain tensors."""
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
 
 
 def loadable(path: str, gguf_file: str | None) -> tuple[str, str | None]:

@@ -24,7 +24,7 @@ from torch import nn
 
 from rewardkit.errors import ModelError, first_line
 from rewardkit.io import atomic_directory
-from rewardkit.models.gguf import loadable
+from rewardkit.models.gguf import loadable, unmark_dequantized
 from rewardkit.text import Encoded, TextEncoder
 
 META_FILE = "rewardkit.json"
@@ -260,12 +260,8 @@ class RewardModel(nn.Module):
             except (OSError, ValueError, ImportError) as e:
                 raise ModelError(f"cannot load {name_or_path!r} as a reward model: {first_line(e)}") from e
 
-        if gguf_file:
-            # transformers dequantizes GGUF weights on load but keeps marking the model as quantized, which
-            # blocks saving; the weights in memory are plain tensors of `dtype`.
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
+        if gguf_file:  # loaded from the GGUF file itself (the cache off or unwritable)
+            unmark_dequantized(model)
         if meta is None:
             head = _head(model)
             meta = RewardModelMeta(
