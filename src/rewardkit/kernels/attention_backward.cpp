@@ -1,0 +1,310 @@
+// Fused attention backward for bf16 on CPU (used by rewardkit.attention).
+//
+// Per (row, key/value head) it recomputes the attention probabilities block by block of queries and runs the
+// five matrix products of the backward with bf16 inputs and fp32 results (oneDNN, AMX where present), so the
+// (queries x keys) score tiles stay in cache instead of making a dozen passes through memory. Key columns no
+// query of a block can see (a causal or packed block mask) are skipped.
+//
+//   P = softmax(Q K^T * scale + mask)          fp32, recomputed
+//   dV = P^T dO,  dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = dS K * scale,  dK = dS^T Q * scale
+//
+// P and dS meet the matrix products in bf16, as in the Python backward this replaces.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <vector>
+
+namespace {
+
+using at::BFloat16;
+using Vec = at::vec::Vectorized<float>;
+using VecBF16 = at::vec::Vectorized<BFloat16>;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+}  // namespace
+
+// MKL's mixed-precision GEMM (linked into PyTorch's x86 CPU builds): C = alpha op(A) op(B) + beta C,
+// bf16 inputs, fp32 accumulation and output; AMX where the CPU has it.
+extern "C" void cblas_gemm_bf16bf16f32(int layout, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                                       const uint16_t* a, int lda, const uint16_t* b, int ldb, float beta,
+                                       float* c, int ldc);
+
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+// C (M x N, row stride ldc) = alpha op(A) op(B) + beta C, row-major; op(X) = X or X^T.
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const BFloat16* A,
+                 int64_t lda, const BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  cblas_gemm_bf16bf16f32(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans, M, N, K, alpha,
+                         reinterpret_cast<const uint16_t*>(A), lda, reinterpret_cast<const uint16_t*>(B), ldb, beta,
+                         C, ldc);
+}
+
+inline void to_bf16(const float* src, BFloat16* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 2 * Vec::size() <= n; j += 2 * Vec::size())
+    at::vec::convert_float_bfloat16(Vec::loadu(src + j), Vec::loadu(src + j + Vec::size())).store(dst + j);
+  for (; j < n; ++j) dst[j] = static_cast<BFloat16>(src[j]);
+}
+
+inline float dot_bf16(const BFloat16* a, const BFloat16* b, int64_t n) {
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; ++j) sum += static_cast<float>(a[j]) * static_cast<float>(b[j]);
+  return sum;
+}
+
+inline float reduce_sum(const Vec& v) {
+  float lanes[Vec::size()];
+  v.store(lanes);
+  float sum = 0.f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+inline float reduce_max(const Vec& v) {
+  float lanes[Vec::size()];
+  v.store(lanes);
+  float mx = kNegInf;
+  for (float lane : lanes) mx = std::max(mx, lane);
+  return mx;
+}
+
+// The mask as the backward reads it: element (b, h, i, j) at b*sb + h*sh + i*si + j (strides 0 where broadcast).
+struct Mask {
+  const float* additive = nullptr;  // added to the scaled scores
+  const bool* keep = nullptr;       // true = attend
+  int64_t sb = 0, sh = 0, si = 0;
+  bool causal = false;              // upper-left aligned: key j visible to query i iff j <= i
+
+  bool visible(int64_t off, int64_t i, int64_t j) const {
+    if (keep) return keep[off + i * si + j];
+    if (additive) return additive[off + i * si + j] != kNegInf;
+    return !causal || j <= i;
+  }
+};
+
+// Keys [lo, hi) that at least one query of rows [m0, m1) can see (lo == hi == 0: none).
+void visible_keys(const Mask& mask, int64_t off, int64_t m0, int64_t m1, int64_t n_keys, int64_t& lo,
+                  int64_t& hi) {
+  if (!mask.keep && !mask.additive) {
+    lo = 0;
+    hi = mask.causal ? std::min(m1, n_keys) : n_keys;
+    return;
+  }
+  lo = n_keys;
+  hi = 0;
+  for (int64_t i = m0; i < m1; ++i) {
+    int64_t j = 0;
+    while (j < lo && !mask.visible(off, i, j)) ++j;
+    lo = std::min(lo, j);
+    int64_t k = n_keys;
+    while (k > hi && !mask.visible(off, i, k - 1)) --k;
+    hi = std::max(hi, k);
+  }
+  if (hi <= lo) lo = hi = 0;
+}
+
+// Row i of the scores (query m0 + i over keys [lo, lo + width), fp32, row stride width) becomes its softmax
+// probabilities, in place and as bf16 in probs_bf16; a row with every key masked becomes zeros.
+void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, int64_t m0, int64_t lo, float scale,
+                  const Mask& mask, int64_t off) {
+  const Vec vscale(scale);
+  const int64_t vec_end = width - width % Vec::size();
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = s + i * width;
+    const int64_t q = m0 + i;
+    // scale, mask, running max
+    Vec vmx(kNegInf);
+    float mx = kNegInf;
+    if (mask.additive) {
+      const float* add = mask.additive + off + q * mask.si + lo;
+      for (int64_t j = 0; j < vec_end; j += Vec::size()) {
+        Vec x = Vec::loadu(row + j) * vscale + Vec::loadu(add + j);
+        x.store(row + j);
+        vmx = at::vec::maximum(vmx, x);
+      }
+      for (int64_t j = vec_end; j < width; ++j) mx = std::max(mx, row[j] = row[j] * scale + add[j]);
+    } else if (mask.keep) {
+      const bool* keep = mask.keep + off + q * mask.si + lo;
+      for (int64_t j = 0; j < width; ++j) {
+        row[j] = keep[j] ? row[j] * scale : kNegInf;
+        mx = std::max(mx, row[j]);
+      }
+    } else {
+      const int64_t end = mask.causal ? std::clamp<int64_t>(q - lo + 1, 0, width) : width;
+      const int64_t vend = end - end % Vec::size();
+      for (int64_t j = 0; j < vend; j += Vec::size()) {
+        Vec x = Vec::loadu(row + j) * vscale;
+        x.store(row + j);
+        vmx = at::vec::maximum(vmx, x);
+      }
+      for (int64_t j = vend; j < end; ++j) mx = std::max(mx, row[j] *= scale);
+      std::fill(row + end, row + width, kNegInf);
+    }
+    mx = std::max(mx, reduce_max(vmx));
+    if (mx == kNegInf) {
+      std::fill(row, row + width, 0.f);
+      std::fill(probs_bf16 + i * width, probs_bf16 + (i + 1) * width, BFloat16(0.f));
+      continue;
+    }
+    // exp and sum
+    const Vec vmax(mx);
+    Vec vsum(0.f);
+    for (int64_t j = 0; j < vec_end; j += Vec::size()) {
+      Vec e = (Vec::loadu(row + j) - vmax).exp_u20();
+      e.store(row + j);
+      vsum = vsum + e;
+    }
+    float sum = 0.f;
+    for (int64_t j = vec_end; j < width; ++j) sum += row[j] = std::exp(row[j] - mx);
+    sum += reduce_sum(vsum);
+    // normalize
+    const Vec vinv(1.f / sum);
+    for (int64_t j = 0; j < vec_end; j += Vec::size()) (Vec::loadu(row + j) * vinv).store(row + j);
+    for (int64_t j = vec_end; j < width; ++j) row[j] /= sum;
+    to_bf16(row, probs_bf16 + i * width, width);
+  }
+}
+
+}  // namespace
+
+// query, out, grad_out: (B, H, Lq, D); key, value: (B, G, Lk, D) with H = G * n_rep (query head h reads key
+// head h / n_rep); all bf16 with unit stride in the last dimension. mask: undefined, or (B, H, Lq, Lk)-expanded
+// float32 additive or bool keep-mask. Returns (dQ (B, H, Lq, D), dK, dV (B, G, Lk, D)), bf16, contiguous.
+std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                                           const at::Tensor& out, const at::Tensor& grad_out,
+                                           const c10::optional<at::Tensor>& mask_tensor, bool is_causal,
+                                           double scale_arg, int64_t block_elements) {
+  for (const auto* t : {&query, &key, &value, &out, &grad_out}) {
+    TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->dim() == 4 && t->stride(3) == 1,
+                "attention_backward: bf16 (B, H, L, D) tensors with unit last stride expected");
+  }
+  const int64_t B = query.size(0), H = query.size(1), Lq = query.size(2), D = query.size(3);
+  const int64_t G = key.size(1), Lk = key.size(2);
+  TORCH_CHECK(H % G == 0 && key.size(0) == B && value.sizes() == key.sizes() && value.size(3) == D &&
+                  out.sizes() == query.sizes() && grad_out.sizes() == query.sizes(),
+              "attention_backward: shapes do not match");
+  const int64_t n_rep = H / G;
+  const float scale = static_cast<float>(scale_arg);
+
+  Mask mask;
+  mask.causal = is_causal;
+  at::Tensor mask_t;
+  if (mask_tensor.has_value() && mask_tensor->defined()) {
+    mask_t = *mask_tensor;
+    TORCH_CHECK(mask_t.dim() == 4 && mask_t.size(0) == B && mask_t.size(1) == H && mask_t.size(2) == Lq &&
+                    mask_t.size(3) == Lk && mask_t.stride(3) == 1,
+                "attention_backward: mask must be expanded to (B, H, Lq, Lk) with unit last stride");
+    if (mask_t.scalar_type() == at::kBool) {
+      mask.keep = mask_t.data_ptr<bool>();
+    } else {
+      TORCH_CHECK(mask_t.scalar_type() == at::kFloat, "attention_backward: float32 or bool mask expected");
+      mask.additive = mask_t.data_ptr<float>();
+    }
+    mask.sb = mask_t.stride(0);
+    mask.sh = mask_t.stride(1);
+    mask.si = mask_t.stride(2);
+  }
+
+  auto grad_q = at::empty({B, H, Lq, D}, query.options());
+  auto grad_k = at::empty({B, G, Lk, D}, key.options());
+  auto grad_v = at::empty({B, G, Lk, D}, value.options());
+
+  // Query rows per block: the block's (rows x keys) fp32 tiles stay cache-sized.
+  const int64_t block_rows = std::max<int64_t>(1, std::min<int64_t>(Lq, block_elements / std::max<int64_t>(1, Lk)));
+
+  const auto* q_ptr = query.data_ptr<BFloat16>();
+  const auto* k_ptr = key.data_ptr<BFloat16>();
+  const auto* v_ptr = value.data_ptr<BFloat16>();
+  const auto* o_ptr = out.data_ptr<BFloat16>();
+  const auto* do_ptr = grad_out.data_ptr<BFloat16>();
+  auto* dq_ptr = grad_q.data_ptr<BFloat16>();
+  auto* dk_ptr = grad_k.data_ptr<BFloat16>();
+  auto* dv_ptr = grad_v.data_ptr<BFloat16>();
+  const int64_t q_sb = query.stride(0), q_sh = query.stride(1), q_si = query.stride(2);
+  const int64_t k_sb = key.stride(0), k_sh = key.stride(1), k_si = key.stride(2);
+  const int64_t v_sb = value.stride(0), v_sh = value.stride(1), v_si = value.stride(2);
+  const int64_t o_sb = out.stride(0), o_sh = out.stride(1), o_si = out.stride(2);
+  const int64_t g_sb = grad_out.stride(0), g_sh = grad_out.stride(1), g_si = grad_out.stride(2);
+
+  at::parallel_for(0, B * G, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tile = block_rows * Lk;
+    auto probs = std::make_unique<float[]>(tile);         // S, then P
+    auto grad_scores = std::make_unique<float[]>(tile);   // dP
+    auto tile_bf16 = std::make_unique<BFloat16[]>(tile);  // P, then dS, in bf16
+    auto dq_acc = std::make_unique<float[]>(block_rows * D);
+    auto dk_acc = std::make_unique<float[]>(Lk * D);
+    auto dv_acc = std::make_unique<float[]>(Lk * D);
+
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / G, g = item % G;
+      const BFloat16* K = k_ptr + b * k_sb + g * k_sh;
+      const BFloat16* V = v_ptr + b * v_sb + g * v_sh;
+      std::fill(dk_acc.get(), dk_acc.get() + Lk * D, 0.f);
+      std::fill(dv_acc.get(), dv_acc.get() + Lk * D, 0.f);
+
+      for (int64_t r = 0; r < n_rep; ++r) {
+        const int64_t h = g * n_rep + r;
+        const BFloat16* Q = q_ptr + b * q_sb + h * q_sh;
+        const BFloat16* O = o_ptr + b * o_sb + h * o_sh;
+        const BFloat16* dO = do_ptr + b * g_sb + h * g_sh;
+        BFloat16* dQ = dq_ptr + (b * H + h) * Lq * D;
+        const int64_t mask_off = b * mask.sb + h * mask.sh;
+
+        for (int64_t m0 = 0; m0 < Lq; m0 += block_rows) {
+          const int64_t rows = std::min(block_rows, Lq - m0);
+          int64_t lo, hi;
+          visible_keys(mask, mask_off, m0, m0 + rows, Lk, lo, hi);
+          const int64_t width = hi - lo;
+          if (width == 0) {  // no query of the block sees any key: zero gradients, as SDPA gives
+            std::fill(dQ + m0 * D, dQ + (m0 + rows) * D, BFloat16(0.f));
+            continue;
+          }
+          const BFloat16* Qb = Q + m0 * q_si;
+          const BFloat16* dOb = dO + m0 * g_si;
+          const BFloat16* Kb = K + lo * k_si;
+          const BFloat16* Vb = V + lo * v_si;
+
+          // P = softmax(scale * Q K^T + mask) over the visible keys
+          gemm(false, true, rows, width, D, 1.f, Qb, q_si, Kb, k_si, 0.f, probs.get(), width);
+          softmax_rows(probs.get(), tile_bf16.get(), rows, width, m0, lo, scale, mask, mask_off);
+          // dV += P^T dO
+          gemm(true, false, width, D, rows, 1.f, tile_bf16.get(), width, dOb, g_si, 1.f, dv_acc.get() + lo * D, D);
+          // dP = dO V^T, then dS = P * (dP - rowsum(dO * O)) in bf16
+          gemm(false, true, rows, width, D, 1.f, dOb, g_si, Vb, v_si, 0.f, grad_scores.get(), width);
+          const int64_t vec_end = width - width % Vec::size();
+          for (int64_t i = 0; i < rows; ++i) {
+            const float dot = dot_bf16(O + (m0 + i) * o_si, dOb + i * g_si, D);
+            const Vec vdot(dot);
+            const float* p = probs.get() + i * width;
+            float* dp = grad_scores.get() + i * width;
+            for (int64_t j = 0; j < vec_end; j += Vec::size())
+              (Vec::loadu(p + j) * (Vec::loadu(dp + j) - vdot)).store(dp + j);
+            for (int64_t j = vec_end; j < width; ++j) dp[j] = p[j] * (dp[j] - dot);
+          }
+          to_bf16(grad_scores.get(), tile_bf16.get(), rows * width);
+          // dQ = scale * dS K
+          gemm(false, false, rows, D, width, scale, tile_bf16.get(), width, Kb, k_si, 0.f, dq_acc.get(), D);
+          to_bf16(dq_acc.get(), dQ + m0 * D, rows * D);
+          // dK += scale * dS^T Q
+          gemm(true, false, width, D, rows, scale, tile_bf16.get(), width, Qb, q_si, 1.f, dk_acc.get() + lo * D, D);
+        }
+      }
+      to_bf16(dk_acc.get(), dk_ptr + (b * G + g) * Lk * D, Lk * D);
+      to_bf16(dv_acc.get(), dv_ptr + (b * G + g) * Lk * D, Lk * D);
+    }
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("attention_backward", &attention_backward, "Fused bf16 attention backward for CPU");
+}
