@@ -13,7 +13,7 @@ from rewardkit.attention import HYBRID_MAX_KV_LENGTH, RecomputeBackwardAttention
 
 @pytest.fixture(scope="module")
 def kernel():
-    module = kernels.attention_backward()
+    module = kernels.load()
     if module is None:
         pytest.skip("the compiled attention kernel does not run here (needs AMX, MKL and a C++ compiler; "
                     "REWARDKIT_KERNELS not off)")
@@ -140,7 +140,7 @@ def test_attention_layer_uses_the_kernel_in_bf16_at_any_length(kernel, monkeypat
 
 def test_fp32_never_uses_the_kernel(monkeypatch):
     calls = []
-    monkeypatch.setattr(kernels, "attention_backward", lambda: calls.append(1))
+    monkeypatch.setattr(kernels, "load", lambda: calls.append(1))
     q, k, v = (torch.randn(1, 2, 8, 4, requires_grad=True) for _ in range(3))
     RecomputeBackwardAttention.apply(q, k, v, None, True, None).sum().backward()
     assert calls == [] and torch.isfinite(q.grad).all()
@@ -148,7 +148,7 @@ def test_fp32_never_uses_the_kernel(monkeypatch):
 
 def test_kernels_off_and_failed_builds_fall_back(monkeypatch):
     monkeypatch.setenv(kernels.KERNELS_ENV, "off")
-    assert kernels.attention_backward() is None
+    assert kernels.load() is None
     monkeypatch.setenv(kernels.KERNELS_ENV, "on")
     monkeypatch.setattr(kernels, "_cpu_can_run", lambda: True)
     monkeypatch.setattr(kernels, "_loaded", {})
@@ -158,10 +158,10 @@ def test_kernels_off_and_failed_builds_fall_back(monkeypatch):
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", broken_build)
     with pytest.warns(RuntimeWarning, match="could not be built .*c\\+\\+: not found"):
-        assert kernels.attention_backward() is None
+        assert kernels.load() is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert kernels.attention_backward() is None  # decided once per process: no second build, no warning
+        assert kernels.load() is None  # decided once per process: no second build, no warning
     # and training attention still runs, through the PyTorch backward
     q, k, v = (torch.randn(1, 2, 8, 4, requires_grad=True) for _ in range(3))
     out = RecomputeBackwardAttention.apply(*(t.bfloat16() for t in (q, k, v)), None, True, None)

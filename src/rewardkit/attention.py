@@ -114,7 +114,7 @@ def _fused_backward(query, key, value, out, grad_out, mask, is_causal: bool, sca
         return None
     from rewardkit import kernels
 
-    kernel = kernels.attention_backward()
+    kernel = kernels.load()
     if kernel is None:
         return None
     b, h, q_len, _ = query.shape
@@ -226,7 +226,7 @@ def _fused_kernel_runs(query: torch.Tensor) -> bool:
         return False
     from rewardkit import kernels
 
-    return kernels.attention_backward() is not None
+    return kernels.load() is not None
 
 
 def fast_sdpa_attention_forward(

@@ -1,10 +1,14 @@
-"""Native CPU kernels, compiled on first use with the C++ compiler PyTorch uses for its extensions.
+"""Native CPU kernels for bf16 training, compiled on first use with the C++ compiler PyTorch uses for its
+extensions:
 
-`attention_backward()` returns the fused bf16 attention backward (`attention_backward.cpp`) or None where it
-cannot run: no AMX (the kernel's bf16 products need it to pay), a PyTorch build without MKL, no compiler, or
-`REWARDKIT_KERNELS=off`. Callers fall back to the plain PyTorch path, so a missing kernel costs speed, never a
-result. The build takes ~30 s once per machine and PyTorch version; it lands in PyTorch's extension cache
-(`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), under a name that changes with the source.
+- `attention_backward.cpp`: the attention backward (rewardkit.attention);
+- `fused_layers.cpp`: Llama-style RMSNorm and SiLU-gated MLP products, forward and backward (rewardkit.fused).
+
+`load()` returns the module, or None where it cannot run: no AMX (the kernels' bf16 products need it to pay),
+a PyTorch build without MKL, no compiler, or `REWARDKIT_KERNELS=off`. Callers fall back to plain PyTorch, so a
+missing kernel costs speed, never a result. The build takes ~40 s once per machine and PyTorch version; it
+lands in PyTorch's extension cache (`$TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`), under a
+name that changes with the sources.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from types import ModuleType
 import torch
 
 KERNELS_ENV = "REWARDKIT_KERNELS"
-_SOURCE = Path(__file__).with_name("attention_backward.cpp")
+_SOURCES = [Path(__file__).with_name(name) for name in
+            ("bindings.cpp", "attention_backward.cpp", "fused_layers.cpp")]
 # at::vec's AVX-512 code path (every AMX CPU has AVX-512); OpenMP so at::parallel_for runs on all threads.
 _CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
            "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
@@ -38,28 +43,28 @@ def _cpu_can_run() -> bool:
     return bool(amx and amx()) and torch.backends.mkl.is_available()
 
 
-def attention_backward() -> ModuleType | None:
-    """The compiled module with `attention_backward(...)`, or None (see the module docstring)."""
+def load() -> ModuleType | None:
+    """The compiled module (see bindings.cpp for its functions), or None (see the module docstring)."""
     if not kernels_enabled() or not _cpu_can_run():
         return None
     with _lock:
-        if "attention" not in _loaded:
-            _loaded["attention"] = _build()
-        return _loaded["attention"]
+        if "cpu" not in _loaded:
+            _loaded["cpu"] = _build()
+        return _loaded["cpu"]
 
 
 def _build() -> ModuleType | None:
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load as build
 
     _put_ninja_on_path()
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_CFLAGS).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES) + " ".join(_CFLAGS).encode())
     try:
-        return load(name=f"rewardkit_attention_{digest}", sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                    extra_ldflags=["-fopenmp"], verbose=False)
+        return build(name=f"rewardkit_cpu_{digest.hexdigest()[:12]}", sources=[str(p) for p in _SOURCES],
+                     extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, missing symbols: the PyTorch path still works
-        warnings.warn(f"rewardkit: the fused CPU attention kernel could not be built ({type(exc).__name__}: "
-                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}); training attention "
-                      f"falls back to the slower PyTorch backward. Set {KERNELS_ENV}=off to silence this.",
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        warnings.warn(f"rewardkit: the CPU kernels could not be built ({type(exc).__name__}: {reason}); "
+                      f"training falls back to slower PyTorch code. Set {KERNELS_ENV}=off to silence this.",
                       RuntimeWarning, stacklevel=3)
         return None
 

@@ -10,8 +10,7 @@
 //
 // P and dS meet the matrix products in bf16, as in the Python backward this replaces.
 
-#include <torch/extension.h>
-
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -181,7 +180,7 @@ void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, i
 // float32 additive or bool keep-mask. Returns (dQ (B, H, Lq, D), dK, dV (B, G, Lk, D)), bf16, contiguous.
 std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                                            const at::Tensor& out, const at::Tensor& grad_out,
-                                           const c10::optional<at::Tensor>& mask_tensor, bool is_causal,
+                                           const std::optional<at::Tensor>& mask_tensor, bool is_causal,
                                            double scale_arg, int64_t block_elements) {
   for (const auto* t : {&query, &key, &value, &out, &grad_out}) {
     TORCH_CHECK(t->scalar_type() == at::kBFloat16 && t->dim() == 4 && t->stride(3) == 1,
@@ -303,8 +302,4 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Te
     }
   });
   return {grad_q, grad_k, grad_v};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attention_backward", &attention_backward, "Fused bf16 attention backward for CPU");
 }

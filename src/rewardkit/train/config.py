@@ -113,8 +113,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_length: int = Field(512, ge=8)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    fast_attention: bool = Field(True, description="CPU: recompute-backward attention for sequences up to "
-                                                     "320 tokens (rewardkit.attention); same gradients")
+    fast_attention: bool = Field(True, description="CPU: SDPA's forward with a recompute backward "
+                                                     "(rewardkit.attention; a compiled kernel in bf16, any "
+                                                     "length), same gradients")
+    fused_layers: bool = Field(True, description="CPU, bf16: RMSNorm and SiLU-gated MLPs of Llama-style "
+                                                   "backbones through fused kernels (rewardkit.fused), same math")
     compile: bool = Field(False, description="torch.compile the backbone (inductor, dynamic shapes): faster "
                           "steps after a compile that takes minutes, so for long runs (2-core CPU, SmolLM2: "
                           "1.23x per step after ~330 s of compiling; bench/compile_gain.py)")

@@ -32,6 +32,7 @@ import torch
 import yaml
 
 from rewardkit.attention import restore_attention, use_fast_attention
+from rewardkit.fused import restore_layers, use_fused_layers
 from rewardkit.errors import RewardkitError
 from rewardkit.losses import (
     bradley_terry,
@@ -56,7 +57,7 @@ from rewardkit.train.config import DataSource, TrainConfig
 
 # Fields that may change between an interrupted run and its resumption without changing the trajectory.
 RESUME_FREE_FIELDS = {"progress", "log_every", "log_with", "eval_every", "save_every", "eval_data", "eval_split",
-                      "fast_attention", "compile", "share_prefix", "batch_tokens"}
+                      "fast_attention", "fused_layers", "compile", "share_prefix", "batch_tokens"}
 
 
 @dataclass
@@ -166,6 +167,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     model.eval()
     if config.fast_attention and accelerator.device.type == "cpu":
         use_fast_attention(core.hf_model)  # CPU flash attention's backward is slow on short sequences
+    if config.fused_layers and accelerator.device.type == "cpu":
+        use_fused_layers(core.hf_model)  # one pass for RMSNorm and the gated MLP product, each way
     if config.compile:
         core.compile_backbone()
 
@@ -353,6 +356,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         if progress is not None:
             progress.close()
         restore_attention(core.hf_model)
+        restore_layers(core.hf_model)
         core.compile_backbone(False)
     accelerator.end_training()
     return TrainResult(out, step, records_trained, train_seconds, last_eval, best,

@@ -1,0 +1,116 @@
+"""Fused RMSNorm and SiLU-gated MLP for bf16 CPU training of Llama-style backbones.
+
+In a SmolLM2 training step the elementwise work around the matrix products cost as much as the products:
+RMSNorm is ten eager ops (casts, pow, mean, rsqrt, products and their backward) and the MLP's
+`act_fn(gate) * up` five more, each a pass through memory. `use_fused_layers(model)` routes the RMSNorm and MLP
+modules of Llama, Qwen2/3 and Mistral backbones through `rewardkit.kernels` (one pass each way), with the
+eager ops' bf16 roundings, so losses and gradients match the eager modules to bf16 precision.
+
+A module runs fused only for bf16 CPU input and weights (the bf16 weight copies of `precision: bf16`) outside
+torch.compile; anything else runs its own forward. `restore_layers(model)` undoes the switch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: transformers classes whose forward is exactly `weight * (x.float() * rsqrt(mean(x^2) + eps)).to(x.dtype)`
+RMS_NORMS = {"LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm"}
+#: ... and exactly `down_proj(act_fn(gate_proj(x)) * up_proj(x))`
+GATED_MLPS = {"LlamaMLP", "Qwen2MLP", "Qwen3MLP", "MistralMLP"}
+_SWITCHED = "_rewardkit_fused"
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, x, weight, eps):
+        y, rstd = kernel.rms_norm_forward(x, weight, eps)
+        ctx.kernel = kernel
+        ctx.save_for_backward(x, weight, rstd)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dw = ctx.kernel.rms_norm_backward(grad_y.contiguous(), x, weight, rstd)
+        return None, dx, dw if ctx.needs_input_grad[2] else None, None
+
+
+class _SiluMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, gate, up):
+        ctx.kernel = kernel
+        ctx.save_for_backward(gate, up)
+        return kernel.silu_mul_forward(gate, up)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        gate, up = ctx.saved_tensors
+        dg, du = ctx.kernel.silu_mul_backward(grad_y.contiguous(), gate, up)
+        return None, dg, du
+
+
+def _runs_fused(*tensors: torch.Tensor) -> bool:
+    # (autocast does not matter: none of the replaced elementwise ops is on its lists)
+    return not torch.compiler.is_compiling() and all(t.device.type == "cpu" and t.dtype == torch.bfloat16
+                                                     for t in tensors)
+
+
+def _rms_norm_forward(module: nn.Module, kernel, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not _runs_fused(hidden_states, module.weight):
+        return type(module).forward(module, hidden_states)
+    return _RMSNorm.apply(kernel, hidden_states.contiguous(), module.weight.contiguous(),
+                          float(module.variance_epsilon))
+
+
+def _gated_mlp_forward(module: nn.Module, kernel, x: torch.Tensor) -> torch.Tensor:
+    gate, up = module.gate_proj(x), module.up_proj(x)
+    if not _runs_fused(gate, up):
+        return module.down_proj(module.act_fn(gate) * up)
+    return module.down_proj(_SiluMul.apply(kernel, gate.contiguous(), up.contiguous()))
+
+
+def _is_silu(act: nn.Module) -> bool:
+    return isinstance(act, nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+
+def use_fused_layers(model: nn.Module) -> int:
+    """Route `model`'s RMSNorm and SiLU-gated MLP modules through the fused kernels; returns how many were
+    switched (0 where the kernels cannot run or the model has none)."""
+    from rewardkit import kernels
+
+    kernel = kernels.load()
+    if kernel is None:
+        return 0
+    switched = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if getattr(module, _SWITCHED, False):
+            continue
+        if name in RMS_NORMS and hasattr(module, "variance_epsilon"):
+            module.forward = _bind(_rms_norm_forward, module, kernel)
+        elif name in GATED_MLPS and _is_silu(getattr(module, "act_fn", None)):
+            module.forward = _bind(_gated_mlp_forward, module, kernel)
+        else:
+            continue
+        setattr(module, _SWITCHED, True)
+        switched += 1
+    return switched
+
+
+def restore_layers(model: nn.Module) -> None:
+    """Undo `use_fused_layers`: the modules run their own forward again."""
+    for module in model.modules():
+        if getattr(module, _SWITCHED, False):
+            del module.forward  # the instance attribute; the class's forward shows through again
+            delattr(module, _SWITCHED)
+
+
+def _bind(function, module: nn.Module, kernel):
+    def forward(*args, **kwargs):
+        return function(module, kernel, *args, **kwargs)
+
+    return forward

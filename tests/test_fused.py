@@ -1,0 +1,129 @@
+"""Fused RMSNorm and SiLU-gated MLP (rewardkit.fused) against transformers' own modules."""
+
+import pytest
+import torch
+
+from rewardkit import fused, kernels
+from rewardkit.fused import restore_layers, use_fused_layers
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    module = kernels.load()
+    if module is None:
+        pytest.skip("the compiled CPU kernels do not run here (needs AMX, MKL and a C++ compiler; "
+                    "REWARDKIT_KERNELS not off)")
+    return module
+
+
+def tiny_causal(kind, hidden=64, intermediate=96, layers=2):
+    import transformers as tf
+
+    common = dict(vocab_size=120, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)
+    config = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig}[kind](**common)
+    torch.manual_seed(0)
+    return tf.AutoModel.from_config(config)
+
+
+def rel_err(got, want):
+    return ((got.double() - want.double()).norm() / want.double().norm().clamp_min(1e-12)).item()
+
+
+def run(module, x, grad):
+    x = x.detach().clone().requires_grad_()
+    module.zero_grad()
+    y = module(x)
+    y.backward(grad)
+    return y.detach(), x.grad, [p.grad.clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("width", [64, 70])  # 70: a tail past the 32-wide vector steps
+def test_rms_norm_matches_transformers(kernel, width):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    gen = torch.Generator().manual_seed(width)
+    norm = LlamaRMSNorm(width, eps=1e-5).bfloat16()
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(width, generator=gen))
+    x = (3 * torch.randn(5, 7, width, generator=gen)).bfloat16()
+    grad = torch.randn(5, 7, width, generator=gen).bfloat16()
+    eager = run(norm, x, grad)
+    assert use_fused_layers(norm) == 1
+    got = run(norm, x, grad)
+    restore_layers(norm)
+    # the same roundings as the eager ops (measured: bit-identical here), so only a last-bit rsqrt or
+    # summation-order difference may show
+    torch.testing.assert_close(got[0], eager[0], atol=0, rtol=8e-3)
+    assert rel_err(got[0], eager[0]) < 1e-3
+    assert rel_err(got[1], eager[1]) < 1e-3  # dx
+    assert rel_err(got[2][0], eager[2][0]) < 1e-3  # dweight
+
+
+def test_rms_norm_gradients_against_float64(kernel):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    gen = torch.Generator().manual_seed(3)
+    width = 96
+    weight = 1 + 0.3 * torch.randn(width, generator=gen)
+    x = (2 * torch.randn(4, 9, width, generator=gen)).bfloat16()
+    grad = torch.randn(4, 9, width, generator=gen).bfloat16()
+    reference = LlamaRMSNorm(width, eps=1e-6).double()
+    with torch.no_grad():
+        reference.weight.copy_(weight.bfloat16().double())
+    exact = run(reference, x.double(), grad.double())
+    norm = LlamaRMSNorm(width, eps=1e-6).bfloat16()
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+    eager = run(norm, x, grad)
+    use_fused_layers(norm)
+    got = run(norm, x, grad)
+    assert rel_err(got[1], exact[1]) <= 1.2 * rel_err(eager[1], exact[1]) + 1e-4
+    assert rel_err(got[2][0], exact[2][0]) <= 1.2 * rel_err(eager[2][0], exact[2][0]) + 1e-4
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
+def test_backbone_same_outputs_and_gradients(kernel, kind):
+    model = tiny_causal(kind).bfloat16()
+    ids = torch.randint(1, 120, (3, 11), generator=torch.Generator().manual_seed(1))
+
+    def step():
+        model.zero_grad()
+        hidden = model(input_ids=ids).last_hidden_state
+        hidden.float().pow(2).mean().backward()
+        return hidden.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    eager_hidden, eager_grads = step()
+    switched = use_fused_layers(model)
+    assert switched == 2 * 2 + 1 + 2  # two norms per layer, the final norm, an MLP per layer
+    hidden, grads = step()
+    restore_layers(model)
+    assert rel_err(hidden, eager_hidden) < 1e-3  # measured: identical
+    assert grads.keys() == eager_grads.keys()
+    for name, g in grads.items():
+        assert rel_err(g, eager_grads[name]) < 2e-2, name  # measured: at most 8e-3
+    again, _ = step()  # restored: the eager modules again, bit for bit
+    torch.testing.assert_close(again, eager_hidden, atol=0, rtol=0)
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_fp32_and_other_architectures_run_their_own_forward(kernel, monkeypatch):
+    import transformers as tf
+
+    calls = []
+    monkeypatch.setattr(fused._RMSNorm, "apply", lambda *a: calls.append("norm"))
+    monkeypatch.setattr(fused._SiluMul, "apply", lambda *a: calls.append("mlp"))
+    model = tiny_causal("llama")  # fp32 weights: the fused kernels are bf16 only
+    assert use_fused_layers(model) == 7
+    model(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.sum().backward()
+    assert calls == []
+    neox = tf.AutoModel.from_config(tf.GPTNeoXConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                                                     num_hidden_layers=1, num_attention_heads=4))
+    assert use_fused_layers(neox) == 0  # LayerNorm and a GELU MLP: nothing to switch
+
+
+def test_no_kernel_switches_nothing(monkeypatch):
+    monkeypatch.setattr(kernels, "load", lambda: None)
+    model = tiny_causal("llama")
+    assert use_fused_layers(model) == 0
+    assert not any("forward" in vars(m) for m in model.modules())
