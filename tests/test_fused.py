@@ -127,3 +127,22 @@ def test_no_kernel_switches_nothing(monkeypatch):
     model = tiny_causal("llama")
     assert use_fused_layers(model) == 0
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_bf16_scorer_scores_through_fused_layers(kernel, llama_dir, monkeypatch):
+    from rewardkit.data.record import Response
+    from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
+
+    items = [ScoreItem([{"role": "user", "content": "Which is the capital of France?"}],
+                       [Response(a) for a in ("Paris.", "It is Paris, on the Seine.", "Lyon, I think.")])]
+    fused_scorer = RewardModelScorer(RewardModel.from_pretrained(llama_dir), device="cpu", precision="bf16")
+    assert any(getattr(m, "_rewardkit_fused", False) for m in fused_scorer.model.modules())
+    calls = []
+    real = fused._RMSNorm.apply
+    monkeypatch.setattr(fused._RMSNorm, "apply", lambda *a: calls.append(1) or real(*a))
+    got = fused_scorer.score(items)[0].rewards
+    assert calls  # the scores went through the kernels
+    monkeypatch.setattr(kernels, "load", lambda: None)
+    plain = RewardModelScorer(RewardModel.from_pretrained(llama_dir), device="cpu", precision="bf16")
+    assert not any(getattr(m, "_rewardkit_fused", False) for m in plain.model.modules())
+    assert got == pytest.approx(plain.score(items)[0].rewards, abs=1e-2)

@@ -10,6 +10,7 @@ import torch
 
 from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.errors import RewardkitError
+from rewardkit.fused import use_fused_layers
 from rewardkit.models.reward_model import RewardModel
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, compute_dtype, default_device, resolve_precision
@@ -48,6 +49,8 @@ class RewardModelScorer:
         self.model.compute_dtype = compute_dtype(self.precision)
         self.planner = Planner(self.model, batch_tokens=batch_tokens, share_prefix=share_prefix,
                                max_batch_size=max_batch_size)
+        if self.device.type == "cpu" and self.precision == "bf16":
+            use_fused_layers(self.model.hf_model)  # RMSNorm and gated MLPs in one pass (rewardkit.fused)
         if compile:  # after the planner: its equivalence check runs once, not through the compiler
             self.model.compile_backbone()
 
