@@ -18,6 +18,18 @@ from tiny import make_bpe_tokenizer, minilm_path, save_bert_backbone, save_causa
 
 
 @pytest.fixture(scope="session")
+def cpu_kernels():
+    """rewardkit's compiled CPU kernels; tests of them skip where they cannot run."""
+    from rewardkit import kernels
+
+    module = kernels.load()
+    if module is None:
+        pytest.skip("the compiled CPU kernels do not run here (needs AMX, MKL and a C++ compiler; "
+                    "REWARDKIT_KERNELS not off)")
+    return module
+
+
+@pytest.fixture(scope="session")
 def bpe_tokenizer():
     return make_bpe_tokenizer()
 

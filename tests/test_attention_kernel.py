@@ -11,15 +11,6 @@ from rewardkit import attention, kernels
 from rewardkit.attention import HYBRID_MAX_KV_LENGTH, RecomputeBackwardAttention, fast_sdpa_attention_forward
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    module = kernels.load()
-    if module is None:
-        pytest.skip("the compiled attention kernel does not run here (needs AMX, MKL and a C++ compiler; "
-                    "REWARDKIT_KERNELS not off)")
-    return module
-
-
 def packed_mask(b, length, cut):
     """A packed causal row: a shared prefix [0, cut) and two segments after it, each seeing the prefix and
     itself; the last row of the batch has padding at its end (query rows that see nothing)."""
@@ -78,7 +69,7 @@ def max_err(got, want):
 
 @pytest.mark.parametrize("length,d,heads,kv_heads,tile", [(37, 32, 4, 4, 1 << 16), (70, 64, 6, 2, 300),
                                                           (130, 16, 2, 1, 1 << 16)])
-def test_gradients_as_exact_as_the_pytorch_backward(kernel, monkeypatch, length, d, heads, kv_heads, tile):
+def test_gradients_as_exact_as_the_pytorch_backward(cpu_kernels, monkeypatch, length, d, heads, kv_heads, tile):
     # tile=300: blocks of 4 query rows, so key ranges are cut per block and whole blocks see nothing
     gen = torch.Generator().manual_seed(length)
     b, scale = 3, 1 / math.sqrt(d)
@@ -91,7 +82,7 @@ def test_gradients_as_exact_as_the_pytorch_backward(kernel, monkeypatch, length,
         kernel_mask = None
         if mask is not None:
             kernel_mask = (mask if mask.dtype == torch.bool else mask.float()).expand(b, heads, length, length)
-        grads = kernel.attention_backward(q, k, v, out, grad_out, kernel_mask, is_causal, scale, tile)
+        grads = cpu_kernels.attention_backward(q, k, v, out, grad_out, kernel_mask, is_causal, scale, tile)
         for got, py, want, what in zip(grads, (py_q, py_k, py_v), exact, "qkv"):
             assert got.shape == want.shape and got.dtype == torch.bfloat16
             assert torch.isfinite(got).all(), (name, what)
@@ -101,18 +92,18 @@ def test_gradients_as_exact_as_the_pytorch_backward(kernel, monkeypatch, length,
             assert max_err(got, want) <= 1.5 * max_err(py, want) + 1e-3, (name, what)
 
 
-def test_query_rows_that_see_nothing_get_zero_gradients(kernel):
+def test_query_rows_that_see_nothing_get_zero_gradients(cpu_kernels):
     b, h, length, d = 2, 2, 20, 16
     keep = torch.ones(b, 1, length, length, dtype=torch.bool)
     keep[0, :, 5:9] = False  # four query rows that attend to nothing
     q, k, v, out, grad_out = (torch.randn(b, h, length, d).bfloat16() for _ in range(5))
-    dq, dk, dv = kernel.attention_backward(q, k, v, out, grad_out, keep.expand(b, h, length, length), False,
+    dq, dk, dv = cpu_kernels.attention_backward(q, k, v, out, grad_out, keep.expand(b, h, length, length), False,
                                            0.25, 64)
     assert (dq[0, :, 5:9] == 0).all()
     assert dq[0, :, :5].abs().sum() > 0 and torch.isfinite(dk).all() and torch.isfinite(dv).all()
 
 
-def test_attention_layer_uses_the_kernel_in_bf16_at_any_length(kernel, monkeypatch):
+def test_attention_layer_uses_the_kernel_in_bf16_at_any_length(cpu_kernels, monkeypatch):
     calls = []
     real = attention._fused_backward
     monkeypatch.setattr(attention, "_fused_backward", lambda *a: calls.append(a[0].shape) or real(*a))

@@ -7,15 +7,6 @@ from rewardkit import fused, kernels
 from rewardkit.fused import restore_layers, use_fused_layers
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    module = kernels.load()
-    if module is None:
-        pytest.skip("the compiled CPU kernels do not run here (needs AMX, MKL and a C++ compiler; "
-                    "REWARDKIT_KERNELS not off)")
-    return module
-
-
 def tiny_causal(kind, hidden=64, intermediate=96, layers=2):
     import transformers as tf
 
@@ -39,7 +30,7 @@ def run(module, x, grad):
 
 
 @pytest.mark.parametrize("width", [64, 70])  # 70: a tail past the 32-wide vector steps
-def test_rms_norm_matches_transformers(kernel, width):
+def test_rms_norm_matches_transformers(cpu_kernels, width):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     gen = torch.Generator().manual_seed(width)
@@ -60,7 +51,7 @@ def test_rms_norm_matches_transformers(kernel, width):
     assert rel_err(got[2][0], eager[2][0]) < 1e-3  # dweight
 
 
-def test_rms_norm_gradients_against_float64(kernel):
+def test_rms_norm_gradients_against_float64(cpu_kernels):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     gen = torch.Generator().manual_seed(3)
@@ -83,7 +74,7 @@ def test_rms_norm_gradients_against_float64(kernel):
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "mistral"])
-def test_backbone_same_outputs_and_gradients(kernel, kind):
+def test_backbone_same_outputs_and_gradients(cpu_kernels, kind):
     model = tiny_causal(kind).bfloat16()
     ids = torch.randint(1, 120, (3, 11), generator=torch.Generator().manual_seed(1))
 
@@ -107,7 +98,7 @@ def test_backbone_same_outputs_and_gradients(kernel, kind):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
-def test_fp32_and_other_architectures_run_their_own_forward(kernel, monkeypatch):
+def test_fp32_and_other_architectures_run_their_own_forward(cpu_kernels, monkeypatch):
     import transformers as tf
 
     calls = []
@@ -129,7 +120,7 @@ def test_no_kernel_switches_nothing(monkeypatch):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
-def test_bf16_scorer_scores_through_fused_layers(kernel, llama_dir, monkeypatch):
+def test_bf16_scorer_scores_through_fused_layers(cpu_kernels, llama_dir, monkeypatch):
     from rewardkit.data.record import Response
     from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
 

@@ -26,6 +26,7 @@ import torch
 KERNELS_ENV = "REWARDKIT_KERNELS"
 _SOURCES = [Path(__file__).with_name(name) for name in
             ("bindings.cpp", "attention_backward.cpp", "fused_layers.cpp")]
+_HEADERS = [Path(__file__).with_name("vec.h")]
 # at::vec's AVX-512 code path (every AMX CPU has AVX-512); OpenMP so at::parallel_for runs on all threads.
 _CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
            "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
@@ -57,7 +58,7 @@ def _build() -> ModuleType | None:
     from torch.utils.cpp_extension import load as build
 
     _put_ninja_on_path()
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES) + " ".join(_CFLAGS).encode())
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in _SOURCES + _HEADERS) + " ".join(_CFLAGS).encode())
     try:
         return build(name=f"rewardkit_cpu_{digest.hexdigest()[:12]}", sources=[str(p) for p in _SOURCES],
                      extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)

@@ -12,21 +12,15 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
+
+#include "vec.h"
 
 #include <algorithm>
 #include <limits>
 #include <memory>
 #include <vector>
 
-namespace {
-
-using at::BFloat16;
-using Vec = at::vec::Vectorized<float>;
-using VecBF16 = at::vec::Vectorized<BFloat16>;
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-}  // namespace
+using namespace rewardkit;
 
 // MKL's mixed-precision GEMM (linked into PyTorch's x86 CPU builds): C = alpha op(A) op(B) + beta C,
 // bf16 inputs, fp32 accumulation and output; AMX where the CPU has it.
@@ -47,33 +41,10 @@ inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
                          C, ldc);
 }
 
-inline void to_bf16(const float* src, BFloat16* dst, int64_t n) {
-  int64_t j = 0;
-  for (; j + 2 * Vec::size() <= n; j += 2 * Vec::size())
-    at::vec::convert_float_bfloat16(Vec::loadu(src + j), Vec::loadu(src + j + Vec::size())).store(dst + j);
-  for (; j < n; ++j) dst[j] = static_cast<BFloat16>(src[j]);
-}
-
 inline float dot_bf16(const BFloat16* a, const BFloat16* b, int64_t n) {
   float sum = 0.f;
   for (int64_t j = 0; j < n; ++j) sum += static_cast<float>(a[j]) * static_cast<float>(b[j]);
   return sum;
-}
-
-inline float reduce_sum(const Vec& v) {
-  float lanes[Vec::size()];
-  v.store(lanes);
-  float sum = 0.f;
-  for (float lane : lanes) sum += lane;
-  return sum;
-}
-
-inline float reduce_max(const Vec& v) {
-  float lanes[Vec::size()];
-  v.store(lanes);
-  float mx = kNegInf;
-  for (float lane : lanes) mx = std::max(mx, lane);
-  return mx;
 }
 
 // The mask as the backward reads it: element (b, h, i, j) at b*sb + h*sh + i*si + j (strides 0 where broadcast).
@@ -148,7 +119,7 @@ void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, i
       for (int64_t j = vend; j < end; ++j) mx = std::max(mx, row[j] *= scale);
       std::fill(row + end, row + width, kNegInf);
     }
-    mx = std::max(mx, reduce_max(vmx));
+    mx = std::max(mx, max_lanes(vmx));
     if (mx == kNegInf) {
       std::fill(row, row + width, 0.f);
       std::fill(probs_bf16 + i * width, probs_bf16 + (i + 1) * width, BFloat16(0.f));
@@ -164,7 +135,7 @@ void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, i
     }
     float sum = 0.f;
     for (int64_t j = vec_end; j < width; ++j) sum += row[j] = std::exp(row[j] - mx);
-    sum += reduce_sum(vsum);
+    sum += sum_lanes(vsum);
     // normalize
     const Vec vinv(1.f / sum);
     for (int64_t j = 0; j < vec_end; j += Vec::size()) (Vec::loadu(row + j) * vinv).store(row + j);

@@ -9,30 +9,19 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 
 #include <cmath>
-#include <tuple>
 #include <vector>
+
+#include "vec.h"
+
+using namespace rewardkit;
 
 namespace {
 
-using at::BFloat16;
-using Vec = at::vec::Vectorized<float>;
-using VecBF16 = at::vec::Vectorized<BFloat16>;
 constexpr int64_t kStep = VecBF16::size();  // 32 bf16 = two float vectors
-
-inline std::tuple<Vec, Vec> load(const BFloat16* p) { return at::vec::convert_bfloat16_float(VecBF16::loadu(p)); }
-inline void store(BFloat16* p, const Vec& a, const Vec& b) { at::vec::convert_float_bfloat16(a, b).store(p); }
 inline Vec round_bf16(const Vec& v) { return std::get<0>(at::vec::convert_bfloat16_float(at::vec::convert_float_bfloat16(v, v))); }
 inline float round_bf16(float v) { return static_cast<float>(static_cast<BFloat16>(v)); }
-inline float sum_lanes(const Vec& v) {
-  float lanes[Vec::size()];
-  v.store(lanes);
-  float s = 0.f;
-  for (float lane : lanes) s += lane;
-  return s;
-}
 inline Vec sigmoid(const Vec& x) { return Vec(1.f) / (Vec(1.f) + x.neg().exp_u20()); }
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 
@@ -61,7 +50,7 @@ std::vector<at::Tensor> rms_norm_forward(const at::Tensor& x, const at::Tensor& 
       BFloat16* yr = Y + r * n;
       Vec acc(0.f);
       for (int64_t j = 0; j < vec_end; j += kStep) {
-        auto [a, b] = load(xr + j);
+        auto [a, b] = load_bf16(xr + j);
         acc = acc + a * a + b * b;
       }
       float sq = sum_lanes(acc);
@@ -70,9 +59,9 @@ std::vector<at::Tensor> rms_norm_forward(const at::Tensor& x, const at::Tensor& 
       R[r] = rs;
       const Vec vrs(rs);
       for (int64_t j = 0; j < vec_end; j += kStep) {
-        auto [a, b] = load(xr + j);
-        auto [wa, wb] = load(W + j);
-        store(yr + j, wa * round_bf16(a * vrs), wb * round_bf16(b * vrs));
+        auto [a, b] = load_bf16(xr + j);
+        auto [wa, wb] = load_bf16(W + j);
+        store_bf16(yr + j, wa * round_bf16(a * vrs), wb * round_bf16(b * vrs));
       }
       for (int64_t j = vec_end; j < n; ++j)
         yr[j] = static_cast<BFloat16>(static_cast<float>(W[j]) * round_bf16(static_cast<float>(xr[j]) * rs));
@@ -111,9 +100,9 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_y, const at::Te
       // dh = bf16(dy * w); dot = sum(dh * x) ; dw += bf16(dy * bf16(x * rs))
       Vec vdot(0.f);
       for (int64_t j = 0; j < vec_end; j += kStep) {
-        auto [xa, xb] = load(xr + j);
-        auto [ga, gb] = load(dyr + j);
-        auto [wa, wb] = load(W + j);
+        auto [xa, xb] = load_bf16(xr + j);
+        auto [ga, gb] = load_bf16(dyr + j);
+        auto [wa, wb] = load_bf16(W + j);
         vdot = vdot + round_bf16(ga * wa) * xa + round_bf16(gb * wb) * xb;
         (Vec::loadu(dw + j) + round_bf16(ga * round_bf16(xa * vrs))).store(dw + j);
         (Vec::loadu(dw + j + Vec::size()) + round_bf16(gb * round_bf16(xb * vrs))).store(dw + j + Vec::size());
@@ -128,10 +117,10 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_y, const at::Te
       const float coef = rs * rs * rs * dot / n;
       const Vec vcoef(coef);
       for (int64_t j = 0; j < vec_end; j += kStep) {
-        auto [xa, xb] = load(xr + j);
-        auto [ga, gb] = load(dyr + j);
-        auto [wa, wb] = load(W + j);
-        store(dxr + j, vrs * round_bf16(ga * wa) - xa * vcoef, vrs * round_bf16(gb * wb) - xb * vcoef);
+        auto [xa, xb] = load_bf16(xr + j);
+        auto [ga, gb] = load_bf16(dyr + j);
+        auto [wa, wb] = load_bf16(W + j);
+        store_bf16(dxr + j, vrs * round_bf16(ga * wa) - xa * vcoef, vrs * round_bf16(gb * wb) - xb * vcoef);
       }
       for (int64_t j = vec_end; j < n; ++j) {
         const float xj = static_cast<float>(xr[j]), gj = static_cast<float>(dyr[j]);
@@ -154,9 +143,9 @@ at::Tensor silu_mul_forward(const at::Tensor& g, const at::Tensor& u) {
   at::parallel_for(0, g.numel(), 4096, [&](int64_t begin, int64_t end) {
     int64_t j = begin;
     for (; j + kStep <= end; j += kStep) {
-      auto [ga, gb] = load(G + j);
-      auto [ua, ub] = load(U + j);
-      store(Y + j, round_bf16(ga * sigmoid(ga)) * ua, round_bf16(gb * sigmoid(gb)) * ub);
+      auto [ga, gb] = load_bf16(G + j);
+      auto [ua, ub] = load_bf16(U + j);
+      store_bf16(Y + j, round_bf16(ga * sigmoid(ga)) * ua, round_bf16(gb * sigmoid(gb)) * ub);
     }
     for (; j < end; ++j) {
       const float gj = static_cast<float>(G[j]);
@@ -183,12 +172,12 @@ std::vector<at::Tensor> silu_mul_backward(const at::Tensor& grad_y, const at::Te
   at::parallel_for(0, g.numel(), 4096, [&](int64_t begin, int64_t end) {
     int64_t j = begin;
     for (; j + kStep <= end; j += kStep) {
-      auto [ga, gb] = load(G + j);
-      auto [ua, ub] = load(U + j);
-      auto [da, db] = load(DY + j);
+      auto [ga, gb] = load_bf16(G + j);
+      auto [ua, ub] = load_bf16(U + j);
+      auto [da, db] = load_bf16(DY + j);
       const Vec sa = sigmoid(ga), sb = sigmoid(gb);
-      store(DU + j, da * round_bf16(ga * sa), db * round_bf16(gb * sb));
-      store(DG + j, round_bf16(da * ua) * sa * (one + ga * (one - sa)),
+      store_bf16(DU + j, da * round_bf16(ga * sa), db * round_bf16(gb * sb));
+      store_bf16(DG + j, round_bf16(da * ua) * sa * (one + ga * (one - sa)),
             round_bf16(db * ub) * sb * (one + gb * (one - sb)));
     }
     for (; j < end; ++j) {
