@@ -30,9 +30,10 @@ import torch.nn.functional as F
 #: Name under which the attention is registered in transformers' `AttentionInterface`.
 FAST_ATTENTION_NAME = "rewardkit_sdpa"
 
-#: Longest key sequence for which the PyTorch recompute backward is used (the compiled one has no limit). Measured forward+backward (b=32, h=12,
-#: d=32, bf16, padding mask, 2-core AMX CPU, best of 4), flash vs this: 128 keys 104 vs 32 ms, 184: 137 vs
-#: 52, 224: 118 vs 66, 256: 124 vs 86; at b=16: 320: 76 vs 62, 384: 99 vs 99, 512: 178 vs 183.
+#: Longest key sequence for which the PyTorch recompute backward is used (the compiled one has no limit).
+#: Measured forward+backward (b=32, h=12, d=32, bf16, padding mask, 2-core AMX CPU, best of 4), flash vs this:
+#: 128 keys 104 vs 32 ms, 184: 137 vs 52, 224: 118 vs 66, 256: 124 vs 86; at b=16: 320: 76 vs 62, 384: 99 vs
+#: 99, 512: 178 vs 183.
 HYBRID_MAX_KV_LENGTH = 320
 #: Score elements (rows x h x q x kv) per backward chunk, about 4 MB of float32 scores: the backward is a
 #: chain of elementwise passes over the scores, memory-bound once they spill out of cache. Measured before
