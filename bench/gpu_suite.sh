@@ -14,6 +14,9 @@ $PY -V; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 export PYTHONPATH=/tmp/site:$PWD/src REWARDKIT_DATA=$PWD/.gpu/data
 $PY bench/random_backbone.py .gpu/smollm2-arch /tmp/smollm2 && $PY bench/random_backbone.py .gpu/minilm-arch /tmp/minilm || exit 1
 timeout 150 $PY bench/gpu_check.py --tokenizer .gpu/minilm-arch --out "$OUT" ${DRY_RUN:+--dry-run} 2>&1 | grep -v Warning
-timeout 240 $PY bench/train_vs_trl.py --model /tmp/smollm2 --trl-precision bf16 ${LIMIT:+--limit $LIMIT} 2>&1 | tee "$OUT/train_smollm2.txt" | grep -v -i warn
-timeout 200 $PY bench/train_vs_trl.py --model /tmp/minilm ${LIMIT:+--limit $LIMIT} 2>&1 | tee "$OUT/train_minilm.txt" | grep -v -i warn
+# rewardkit in both precisions: at these sizes a GPU is launch-bound, and bf16 autocast adds casts
+timeout 240 $PY bench/train_vs_trl.py --model /tmp/smollm2 --precision auto,fp32 --trl-precision bf16 ${LIMIT:+--limit $LIMIT} 2>&1 | tee "$OUT/train_smollm2.txt" | grep -v -i warn
+timeout 200 $PY bench/train_vs_trl.py --model /tmp/minilm --precision auto,fp32 ${LIMIT:+--limit $LIMIT} 2>&1 | tee "$OUT/train_minilm.txt" | grep -v -i warn
 timeout 150 $PY bench/best_of_n.py --model /tmp/smollm2 --prompts ${PROMPTS:-128} 2>&1 | tee "$OUT/best_of_16.txt" | grep -v -i warn
+echo; echo "== tables (full logs in $OUT) =="
+for f in train_smollm2 train_minilm best_of_16; do echo "-- $f"; grep -E '^\||^- rewardkit|peak|speed-up vs' "$OUT/$f.txt"; done
