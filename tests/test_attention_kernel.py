@@ -23,6 +23,19 @@ def packed_mask(b, length, cut):
     return keep
 
 
+def encoder_blocks(b, length):
+    """Packed encoder rows: sequences that see all of themselves and nothing else, cut at different places
+    per row (off the 16-key vector step), padding that sees only padding at the end of the last row."""
+    pos = torch.arange(length)
+    keep = torch.zeros(b, 1, length, length, dtype=torch.bool)
+    for r in range(b):
+        cuts = [0, 5 + 3 * r, length // 2 + r, length - 4, length]
+        for lo, hi in zip(cuts, cuts[1:]):
+            inside = (pos >= lo) & (pos < hi)
+            keep[r, 0] |= inside[:, None] & inside[None, :]
+    return keep
+
+
 def cases(length, b=3):
     """(name, mask, is_causal) in the forms transformers hands to attention."""
     keep = torch.ones(b, length, dtype=torch.bool)
@@ -34,7 +47,8 @@ def cases(length, b=3):
     return [("no mask", None, False), ("causal", None, True), ("bool padding", padded, False),
             ("additive finfo.min, bf16", additive_min.bfloat16(), False),
             ("additive -inf, broadcast rows", additive_inf, False),
-            ("packed causal blocks", packed_mask(b, length, length // 3), False)]
+            ("packed causal blocks", packed_mask(b, length, length // 3), False),
+            ("packed encoder blocks, both ways", encoder_blocks(b, length), False)]
 
 
 def exact_grads(q, k, v, mask, is_causal, scale, grad_out):

@@ -15,6 +15,8 @@
 
 #include "vec.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -104,7 +106,15 @@ void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, i
       for (int64_t j = vec_end; j < width; ++j) mx = std::max(mx, row[j] = row[j] * scale + add[j]);
     } else if (mask.keep) {
       const bool* keep = mask.keep + off + q * mask.si + lo;
-      for (int64_t j = 0; j < width; ++j) {
+      const __m512 neg_inf = _mm512_set1_ps(kNegInf);
+      for (int64_t j = 0; j < vec_end; j += Vec::size()) {  // 16 keys: their bytes become a lane mask
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(keep + j));
+        const Vec x(_mm512_mask_blend_ps(_mm_test_epi8_mask(bytes, bytes), neg_inf,
+                                         _mm512_mul_ps(Vec::loadu(row + j), vscale)));
+        x.store(row + j);
+        vmx = at::vec::maximum(vmx, x);
+      }
+      for (int64_t j = vec_end; j < width; ++j) {
         row[j] = keep[j] ? row[j] * scale : kNegInf;
         mx = std::max(mx, row[j]);
       }
@@ -214,6 +224,11 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Te
     auto dk_acc = std::make_unique<float[]>(Lk * D);
     auto dv_acc = std::make_unique<float[]>(Lk * D);
 
+    // Visible key ranges per query block, found once per batch row where every head shares the mask.
+    const int64_t n_blocks = (Lq + block_rows - 1) / block_rows;
+    std::vector<int64_t> block_lo(n_blocks), block_hi(n_blocks);
+    int64_t ranges_for = -1;  // the batch row whose ranges block_lo / block_hi hold
+
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / G, g = item % G;
       const BFloat16* K = k_ptr + b * k_sb + g * k_sh;
@@ -232,7 +247,13 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Te
         for (int64_t m0 = 0; m0 < Lq; m0 += block_rows) {
           const int64_t rows = std::min(block_rows, Lq - m0);
           int64_t lo, hi;
-          visible_keys(mask, mask_off, m0, m0 + rows, Lk, lo, hi);
+          const int64_t blk = m0 / block_rows;
+          if (mask.sh != 0 || ranges_for != b) {
+            visible_keys(mask, mask_off, m0, m0 + rows, Lk, block_lo[blk], block_hi[blk]);
+            if (m0 + rows == Lq) ranges_for = mask.sh == 0 ? b : -1;
+          }
+          lo = block_lo[blk];
+          hi = block_hi[blk];
           const int64_t width = hi - lo;
           if (width == 0) {  // no query of the block sees any key: zero gradients, as SDPA gives
             std::fill(dQ + m0 * D, dQ + (m0 + rows) * D, BFloat16(0.f));
