@@ -23,8 +23,8 @@ def packed_mask(b, length, cut):
     return keep
 
 
-def encoder_blocks(b, length):
-    """Packed encoder rows: sequences that see all of themselves and nothing else, cut at different places
+def bidirectional_blocks(b, length):
+    """Rows of sequences that see all of themselves (both ways) and nothing else, cut at different places
     per row (off the 16-key vector step), padding that sees only padding at the end of the last row."""
     pos = torch.arange(length)
     keep = torch.zeros(b, 1, length, length, dtype=torch.bool)
@@ -48,7 +48,7 @@ def cases(length, b=3):
             ("additive finfo.min, bf16", additive_min.bfloat16(), False),
             ("additive -inf, broadcast rows", additive_inf, False),
             ("packed causal blocks", packed_mask(b, length, length // 3), False),
-            ("packed encoder blocks, both ways", encoder_blocks(b, length), False)]
+            ("bidirectional blocks", bidirectional_blocks(b, length), False)]
 
 
 def exact_grads(q, k, v, mask, is_causal, scale, grad_out):

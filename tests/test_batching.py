@@ -18,7 +18,6 @@ from rewardkit.batching import (
     segment_tokens,
     shared_prefix_length,
 )
-from rewardkit.errors import RewardkitError
 from rewardkit.text import Encoded
 
 PAD = 0
@@ -295,102 +294,41 @@ def test_batch_plan_moves_and_reports():
     assert "token_type_ids" not in plan.model_inputs()
 
 
-# -- encoder plans: packed both ways ---------------------------------------------------------------------------
-def check_encoder_plan(plan, seqs, read_first):
-    """Each sequence once, whole, in one row; it attends to all of itself and nothing else; positions start
-    at 0; segment ids travel with the tokens; the score is read at its first token or its read offsets."""
-    rows, width = plan.input_ids.shape
-    assert plan.attention_mask.shape == (rows, 1, width, width) and width == max(map(len, seqs))
-    owner = torch.full((rows, width), -1)
-    for k, (s, start) in enumerate(zip(seqs, plan.score_index.tolist())):
-        first = start if read_first else start - (len(s) - 1)
-        row, col = divmod(first, width)
-        span = slice(col, col + len(s))
-        assert plan.input_ids[row, span].tolist() == s and (owner[row, span] == -1).all()
-        assert plan.position_ids[row, span].tolist() == list(range(len(s)))
-        assert plan.token_type_ids[row, span].tolist() == [i % 2 for i in range(len(s))]
-        owner[row, span] = k
-    assert plan.real_tokens == sum(map(len, seqs)) == int((owner >= 0).sum())
-    mask = plan.attention_mask[:, 0]
-    same = owner[:, :, None] == owner[:, None, :]
-    real = (owner >= 0)[:, :, None] & (owner >= 0)[:, None, :]
-    assert torch.equal(mask & real, same & real)  # real tokens: their own sequence, both ways
-    assert not (mask & (owner >= 0)[:, :, None] & (owner < 0)[:, None, :]).any()  # never padding
-    assert mask.any(-1).all()  # padding sees padding: no empty softmax row
-
-
-@pytest.mark.parametrize("read_first", [True, False])
-@pytest.mark.parametrize("seed", range(8))
-def test_plan_packed_for_encoders_matches_the_reference_rule(seed, read_first):
-    rng = random.Random(seed)
-    seqs = [[rng.randrange(1, 50) for _ in range(rng.randrange(1, 12))] for _ in range(rng.randrange(1, 10))]
-    plan = plan_packed([[enc(s, [i % 2 for i in range(len(s))])] for s in seqs], PAD, share=False, causal=False,
-                       read_first=read_first)
-    check_encoder_plan(plan, seqs, read_first)
-    assert plan.computed_tokens <= len(seqs) * max(map(len, seqs))  # never more than padding would compute
-
-
-def test_plan_packed_for_encoders_small_example():
-    plan = plan_packed([[enc([5, 6, 7])], [enc([8])], [enc([9, 4])]], PAD, share=False, causal=False,
-                       read_first=True)
-    assert plan.input_ids.tolist() == [[5, 6, 7], [9, 4, 8]]  # longest first, first fit
-    assert plan.position_ids.tolist() == [[0, 1, 2], [0, 1, 0]]
-    assert plan.score_index.tolist() == [0, 5, 3]  # each sequence's first token, in input order
-    assert plan.attention_mask[1, 0].int().tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
-    with pytest.raises(ValueError, match="cannot share a prefix"):
-        plan_packed([[enc([1, 2]), enc([1, 3])]], PAD, share=True, causal=False)
-
-
 # -- Planner (with a stand-in model) ------------------------------------------------------------------------
-def fake_model(shares: bool, packs: bool = False):
+def fake_model(supports: bool):
     calls = []
 
     def supports_prefix_sharing():
-        calls.append("share")
-        return shares
-
-    def supports_packing():
-        calls.append("pack")
-        return packs
+        calls.append(1)
+        return supports
     model = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=PAD), meta=SimpleNamespace(padding_side="left"),
-                            supports_prefix_sharing=supports_prefix_sharing, supports_packing=supports_packing,
-                            reads_first_token=False)
+                            supports_prefix_sharing=supports_prefix_sharing)
     return model, calls
 
 
-def test_planner_follows_the_model_checks_unless_told():
+def test_planner_follows_the_model_check_unless_told():
     model, calls = fake_model(True)
-    assert Planner(model).layout == "shared-prefix packed" and calls == ["share"]
-    assert Planner(model, share_prefix=False).layout == "padded" and calls == ["share"]  # no check asked
-    model, calls = fake_model(False, packs=True)
-    assert Planner(model).layout == "packed" and calls == ["share", "pack"]
-    assert Planner(model, share_prefix=False).layout == "padded"
-    with pytest.raises(RewardkitError, match="cannot share"):
-        Planner(model, share_prefix=True)
-    assert Planner(fake_model(False)[0]).layout == "padded"
+    assert Planner(model).packed and calls == [1]
+    assert not Planner(model, share_prefix=False).packed and calls == [1]  # an explicit choice skips the check
+    model, _ = fake_model(False)
+    assert not Planner(model).packed
 
 
-@pytest.mark.parametrize("layout", ["shared-prefix packed", "packed", "padded"])
-def test_planner_batches_and_plans(layout):
+@pytest.mark.parametrize("supports", [True, False])
+def test_planner_batches_and_plans(supports):
     rng = random.Random(3)
     groups = [[enc(s) for s in g] for g in random_groups(rng, 15)]
-    model = fake_model(layout == "shared-prefix packed", packs=layout == "packed")[0]
-    planner = Planner(model, batch_tokens=60, max_batch_size=4)
-    assert planner.layout == layout
+    planner = Planner(fake_model(supports)[0], batch_tokens=60, max_batch_size=4)
     batches = planner.batches(groups)
     assert sorted(i for b in batches for i in b) == list(range(len(groups))) and len(batches) > 1
     for b in batches:
         assert len(b) <= 4
         plan = planner.plan([groups[i] for i in b])
-        assert plan.packed == (layout != "padded")
+        assert plan.packed == supports
         seqs = [e.input_ids for i in b for e in groups[i]]
         assert plan.input_ids.flatten()[plan.score_index].tolist() == [s[-1] for s in seqs]
-        if layout == "padded":
+        if supports:
+            assert plan.real_tokens <= 60 or len(b) == 1
+        else:
             assert plan.computed_tokens <= 60 or len(b) == 1
             assert plan.attention_mask[:, -1].all()  # the stand-in model pads on the left
-        else:
-            assert plan.real_tokens <= 60 or len(b) == 1
-        if layout == "packed":  # no prefix is shared: every sequence whole, attending to itself both ways
-            assert plan.real_tokens == sum(map(len, seqs))
-            mask = plan.attention_mask[:, 0]
-            assert (mask == mask.transpose(1, 2)).all()

@@ -11,10 +11,8 @@ is waste. A plan removes both before anything runs:
   exactly what it would see in its own sequence: the scores equal separate passes.
 - **Packing**: several such segments share one row, with a block mask so no segment sees another. A row is
   no wider than the batch's longest segment, so packing never makes attention wider than padding would.
-- Encoders attend both ways, so they cannot share a prefix, but their sequences pack the same way: each
-  attends to itself only (both ways), its positions start at 0, and the score is read at its first token,
-  which heads like BERT's pool. Any backbone whose packed scores fail the model's equivalence check gets
-  padded plans (each row padded to the batch's own longest sequence) in token-budget batches.
+- Encoders attend both ways, so they cannot share a prefix or be packed: they get padded plans (each row
+  padded to the batch's own longest sequence) in token-budget batches.
 
 Shapes: a plan has `rows` x `width` tokens. `score_index` is a flat index into the (rows * width) tokens, one
 per read, in input order (group by group, sequence by sequence): a sequence is read at its last token, or, when
@@ -196,22 +194,16 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
-def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool = True, causal: bool = True,
-                read_first: bool = False, width: int | None = None) -> BatchPlan:
+def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool = True,
+                width: int | None = None) -> BatchPlan:
     """Groups as segments (a shared prefix when `share`), packed into rows of at most `width` tokens
     (default: the longest segment), right-padded, with a block mask.
 
-    Token i may attend to token j when both are in the same segment, j is in the prefix or in i's own suffix,
-    and (when `causal`) j <= i. Padding tokens attend to each other only, so no softmax row is empty.
-    causal=False is the encoder layout: no shared prefix, each sequence sees all of itself. read_first: read
-    each sequence's score at its first token (encoder heads that pool it) instead of `Encoded.read_offsets`.
+    Token i may attend to token j when both are in the same segment, j <= i, and j is in the prefix or in
+    i's own suffix. Padding tokens attend to each other only, so no softmax row is empty.
     """
-    if share and not causal:
-        raise ValueError("an encoder's sequences cannot share a prefix: every token sees the whole sequence")
-    reads = [[[0] if read_first else e.read_offsets for e in g] for g in groups]
-    segments = [make_segment([e.input_ids for e in g], r) if share
-                else _concat([make_segment([e.input_ids], [rr]) for e, rr in zip(g, r)])
-                for g, r in zip(groups, reads)]
+    segments = [make_segment([e.input_ids for e in g], [e.read_offsets for e in g]) if share
+                else _concat([make_segment([e.input_ids], [e.read_offsets]) for e in g]) for g in groups]
     longest = max(len(s) for s in segments)
     rows = pack_rows([len(s) for s in segments], max(width or 0, longest))
     row_width = max(sum(len(segments[i]) for i in row) for row in rows)
@@ -221,8 +213,6 @@ def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool
     pos = torch.zeros((n, row_width), dtype=torch.long)
     seg_id = torch.full((n, row_width), -1, dtype=torch.long)
     branch = torch.zeros((n, row_width), dtype=torch.long)
-    # sentence-pair encoders: segment ids laid out like the tokens (never with a shared prefix)
-    types = torch.zeros((n, row_width), dtype=torch.long) if not share and groups[0][0].token_type_ids else None
     ends: dict[int, list[int]] = {}
     for r, row in enumerate(rows):
         col = 0
@@ -233,17 +223,14 @@ def plan_packed(groups: Sequence[Sequence[Encoded]], pad_id: int, *, share: bool
             pos[r, span] = torch.tensor(s.positions)
             seg_id[r, span] = i
             branch[r, span] = torch.tensor(s.branch)
-            if types is not None:
-                types[r, span] = torch.tensor([t for e in groups[i] for t in e.token_type_ids])
             ends[i] = [r * row_width + col + e for e in s.reads]
             col += len(s)
     same_segment = seg_id[:, :, None] == seg_id[:, None, :]
+    causal = torch.ones(row_width, row_width, dtype=torch.bool).tril_()
     visible = (branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :])
-    mask = same_segment & visible
-    if causal:
-        mask &= torch.ones(row_width, row_width, dtype=torch.bool).tril_()
+    mask = (same_segment & causal & visible)[:, None]  # (rows, 1, width, width)
     score_index = torch.tensor([e for i in range(len(segments)) for e in ends[i]], dtype=torch.long)
-    return BatchPlan(ids, pos, mask[:, None], score_index, types, int((seg_id >= 0).sum()))  # mask (rows, 1, w, w)
+    return BatchPlan(ids, pos, mask, score_index, None, int((seg_id >= 0).sum()))
 
 
 def _concat(segments: Sequence[Segment]) -> Segment:
@@ -288,13 +275,8 @@ def budget_batches(widths: Sequence[int], batch_tokens: int, *, rows: Sequence[i
 
 
 class Planner:
-    """The best plan a reward model allows (`layout`):
-
-    - "shared-prefix packed": causal backbones that pass the prefix-sharing check
-      (`RewardModel.supports_prefix_sharing`): a group's responses share their prompt's tokens;
-    - "packed": encoders that pass the packing check (`RewardModel.supports_packing`): sequences share rows,
-      each attending to itself;
-    - "padded": one sequence per row, otherwise, or where `share_prefix=False` asks for the plain layout.
+    """The best plan a reward model allows: shared-prefix packing for causal backbones that pass the
+    equivalence self-check (`RewardModel.supports_prefix_sharing`), padded rows otherwise.
 
     groups: each a list of Encoded sequences that may share a prefix (a record's responses, a prompt's
     best-of-N candidates); a plan's scores come out in group order, sequence by sequence.
@@ -304,32 +286,23 @@ class Planner:
                  max_batch_size: int | None = None):
         self.pad_id = model.tokenizer.pad_token_id
         self.padding_side = model.meta.padding_side
-        self.shares_prefix = model.supports_prefix_sharing() if share_prefix is not False else False
-        if share_prefix and not self.shares_prefix:
+        self.packed = model.supports_prefix_sharing() if share_prefix is not False else False
+        if share_prefix and not self.packed:
             raise RewardkitError(
                 "share_prefix: this backbone cannot share a prompt's tokens between responses (it is an encoder, "
                 "or its scores change when its responses are packed into one row); leave share_prefix unset")
-        self.packs = self.shares_prefix or (share_prefix is None and model.supports_packing())
-        self.read_first = self.packs and not self.shares_prefix and model.reads_first_token
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
 
-    @property
-    def layout(self) -> str:
-        return "shared-prefix packed" if self.shares_prefix else "packed" if self.packs else "padded"
-
     def plan(self, groups: Sequence[Sequence[Encoded]]) -> BatchPlan:
-        if self.shares_prefix:
+        if self.packed:
             return plan_packed(groups, self.pad_id)
-        if self.packs:  # an encoder's sequences are independent: each packs on its own, in input order
-            return plan_packed([[e] for g in groups for e in g], self.pad_id, share=False, causal=False,
-                               read_first=self.read_first)
         return plan_padded([e for g in groups for e in g], self.pad_id, self.padding_side)
 
     def batches(self, groups: Sequence[Sequence[Encoded]]) -> list[list[int]]:
         """Indices of groups per forward pass, within the token budget (and `max_batch_size` groups)."""
-        if self.packs:
-            return budget_batches([segment_tokens(g, share=self.shares_prefix) for g in groups],
-                                  self.batch_tokens, max_items=self.max_batch_size)
+        if self.packed:
+            return budget_batches([segment_tokens(g, share=True) for g in groups], self.batch_tokens,
+                                  max_items=self.max_batch_size)
         return budget_batches([max(len(e.input_ids) for e in g) for g in groups], self.batch_tokens,
                               rows=[len(g) for g in groups], max_items=self.max_batch_size)

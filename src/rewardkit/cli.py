@@ -39,9 +39,8 @@ MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", help="Token li
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
 BatchTokensOpt = Annotated[int, typer.Option("--batch-tokens", help="Tokens (padding included) per forward pass.")]
 SharePrefixOpt = Annotated[Optional[bool], typer.Option(
-    "--share-prefix/--no-share-prefix", help="Score a prompt's responses in one packed row, or pack an encoder's "
-                                             "sequences into shared rows (default: wherever the backbone passes the "
-                                             "equivalence check); --no-share-prefix: one padded row each.")]
+    "--share-prefix/--no-share-prefix", help="Score a prompt's responses in one packed row (default: wherever the "
+                                             "backbone passes the equivalence check).")]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the reward model's backbone: faster batches after a compile of a minute "
                       "or more (for servers and long jobs).")]

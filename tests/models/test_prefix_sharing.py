@@ -1,8 +1,7 @@
 """Shared-prefix packed plans give the same scores and gradients as separate padded passes, on real
 transformers backbones (tiny random Llama, Qwen2, GPT-NeoX; the real SmolLM2-135M when installed); backbones
 that cannot share a prefix (encoders, ALiBi models) fall back to padded plans; scoring and training give the
-same numbers either way. Encoders pack their sequences into shared rows instead (each attending to all of
-itself), with the same scores and gradients as padded rows."""
+same numbers either way."""
 
 import pytest
 import torch
@@ -128,57 +127,13 @@ def scorer_rewards(scorer):
     return [r for res in scorer.score(ITEMS) for r in res.rewards]
 
 
-# -- encoders: several sequences per row, each attending to all of itself ---------------------------------------
-@pytest.mark.parametrize("fast", [False, True])
-def test_encoder_packed_plans_give_the_scores_and_gradients_of_padded_passes(bert_dir, fast):
+def test_encoders_use_padded_plans(bert_dir):
     model = RewardModel.from_pretrained(bert_dir)
-    assert model.meta.score_rule == "classifier" and model.reads_first_token
-    assert not model.supports_prefix_sharing() and model.supports_packing()
-    seqs = [e for g in groups_for(model) for e in g]
-    pad = model.tokenizer.pad_token_id
-    packed = plan_packed([[e] for e in seqs], pad, share=False, causal=False, read_first=True)
-    padded = plan_padded(seqs, pad, model.meta.padding_side)
-    assert packed.token_type_ids is not None and packed.token_type_ids.any()  # sentence pairs: both segments
-    assert packed.computed_tokens < padded.computed_tokens and packed.input_ids.shape[0] < len(seqs)
-    if fast:
-        use_fast_attention(model.hf_model)
-    try:
-        s_packed, g_packed = scores_and_grads(model, packed)
-        s_padded, g_padded = scores_and_grads(model, padded)
-        assert torch.allclose(s_packed, s_padded, rtol=0, atol=1e-5), (s_packed - s_padded).abs().max()
-        assert rel(g_packed, g_padded) < 1e-5
-        assert s_padded[0] == pytest.approx(float(s_padded[3]), abs=1e-6)  # identical responses
-        b_packed, bg_packed = scores_and_grads(model, packed, bf16=True)
-        b_padded, bg_padded = scores_and_grads(model, padded, bf16=True)
-        assert not torch.equal(b_padded, s_padded)
-        assert torch.allclose(b_packed, b_padded, rtol=0, atol=BF16_SCORE_ATOL), (b_packed - b_padded).abs().max()
-        assert rel(bg_packed, bg_padded) < BF16_GRAD_RTOL
-    finally:
-        restore_attention(model.hf_model)
-
-
-def test_encoders_pack_their_sequences_when_scoring(bert_dir):
-    model = RewardModel.from_pretrained(bert_dir)
-    scorer = RewardModelScorer(model, device="cpu", precision="fp32")
-    assert scorer.describe()["batch_plan"] == "packed"
-    assert scorer_rewards(scorer) == pytest.approx(padded_scores(model), abs=1e-6)
-    plain = RewardModelScorer(model, device="cpu", precision="fp32", share_prefix=False)
-    assert plain.describe()["batch_plan"] == "padded"
-    assert scorer_rewards(plain) == pytest.approx(padded_scores(model), abs=1e-6)
-
-
-def test_encoders_that_fail_the_packing_check_get_padded_plans(bert_dir, llama_dir, monkeypatch):
-    """A backbone that ignores position ids would give a row's second sequence the positions after the first:
-    the check must see the difference and keep padded rows."""
-    model = RewardModel.from_pretrained(bert_dir)
-    base = model.hf_model.base_model
-    forward = base.forward
-    monkeypatch.setattr(base, "forward", lambda *a, position_ids=None, **k: forward(*a, **k))
-    assert not model.supports_packing()
+    assert model.meta.score_rule == "classifier"
+    assert not model.supports_prefix_sharing()
     scorer = RewardModelScorer(model, device="cpu", precision="fp32")
     assert scorer.describe()["batch_plan"] == "padded"
     assert scorer_rewards(scorer) == pytest.approx(padded_scores(model), abs=1e-6)
-    assert not RewardModel.from_pretrained(llama_dir).supports_packing()  # causal backbones pack through prefix sharing
 
 
 def test_forcing_prefix_sharing_on_an_encoder_is_a_clear_error(bert_dir):
@@ -297,15 +252,6 @@ def run_training(backbone, data, out, monkeypatch, **fields):
     result = train(config)
     assert result.steps == 2
     return result.history, len(passes)
-
-
-def test_encoder_training_losses_match_packed_and_padded(bert_dir, toy_data, tmp_path, monkeypatch):
-    packed, _ = run_training(bert_dir, toy_data, tmp_path / "packed", monkeypatch)
-    padded, _ = run_training(bert_dir, toy_data, tmp_path / "padded", monkeypatch, share_prefix=False)
-    assert [m["loss"] for m in packed] == pytest.approx([m["loss"] for m in padded], abs=1e-5)
-    assert [m["grad_norm"] for m in packed] == pytest.approx([m["grad_norm"] for m in padded], rel=1e-4)
-    assert packed[0]["loss"] != packed[-1]["loss"]  # the model moved
-    assert [m["tokens"] for m in packed] == [m["tokens"] for m in padded]  # real tokens: nothing dropped
 
 
 def test_training_losses_match_with_and_without_prefix_sharing(llama_dir, toy_data, tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def test_shared_prefix_step_scores_equal_separate_passes(kind, request):
     model = prm(request.getfixturevalue(f"{kind}_dir"))
     assert model.meta.is_process and model.meta.step_separator == "\n"
     scorer = RewardModelScorer(model, precision="fp32")
-    assert scorer.planner.layout == "shared-prefix packed"
+    assert scorer.planner.packed
     encoded = scorer.encode(ITEMS)
     plan = scorer.planner.plan(encoded)
     assert plan.packed and plan.real_tokens < sum(len(e.input_ids) for g in encoded for e in g)
@@ -75,14 +75,14 @@ def test_shared_prefix_step_scores_equal_separate_passes(kind, request):
     assert all(0.0 < v < 1.0 for row in packed for s in row for v in s)
     assert_steps_close(packed, step_rewards_alone(scorer, ITEMS), FP32_STEP_ATOL)
     padded_scorer = RewardModelScorer(model, precision="fp32", share_prefix=False)
-    assert padded_scorer.planner.layout == "padded"
+    assert not padded_scorer.planner.packed
     assert_steps_close(packed, [r.step_rewards for r in padded_scorer.score(ITEMS)], FP32_STEP_ATOL)
     # the repeated response gets the same step scores; the shared first step too
     assert packed[0][3] == pytest.approx(packed[0][0], abs=FP32_STEP_ATOL)
     assert packed[0][1][0] == pytest.approx(packed[0][0][0], abs=FP32_STEP_ATOL)
 
     bf16 = RewardModelScorer(model, precision="bf16")
-    assert bf16.planner.layout == "shared-prefix packed"
+    assert bf16.planner.packed
     packed16 = [r.step_rewards for r in bf16.score(ITEMS)]
     assert_steps_close(packed16, step_rewards_alone(bf16, ITEMS), BF16_STEP_ATOL)
     assert_steps_close(packed16, packed, 10 * BF16_STEP_ATOL)  # bf16 is still the same model...
@@ -139,7 +139,7 @@ def test_bert_prm_reads_the_classifier_at_each_separator(bert_dir):
     assert model.meta.step_separator == "[SEP]" == resolve_separator(tok)
     assert model.meta.score_rule == "classifier" and model.meta.text_mode == "pair"
     scorer = RewardModelScorer(model, precision="fp32")
-    assert scorer.planner.layout == "packed"  # an encoder's sequences share rows, each seeing itself
+    assert not scorer.planner.packed  # an encoder attends both ways: padded rows
 
     encoded = [e for g in scorer.encode(ITEMS) for e in g]
     for e in encoded:
@@ -165,9 +165,6 @@ def test_bert_prm_reads_the_classifier_at_each_separator(bert_dir):
 
     got = [s for r in scorer.score(ITEMS) for row in r.step_rewards for s in row]
     assert got == pytest.approx(torch.sigmoid(by_hand).tolist(), abs=1e-6)
-    padded = RewardModelScorer(model, precision="fp32", share_prefix=False)  # the packed rows change nothing
-    assert padded.planner.layout == "padded"
-    assert [s for r in padded.score(ITEMS) for row in r.step_rewards for s in row] == pytest.approx(got, abs=1e-6)
 
 
 # -- the real SmolLM2 backbone ----------------------------------------------------------------------------------------
@@ -176,13 +173,13 @@ def test_smollm2_prm_shared_prefix_equals_separate_passes(smollm2):
     assert sep == "\n"
     model = RewardModel(smollm2.model, smollm2.tokenizer, dataclasses.replace(smollm2.meta, step_separator=sep))
     scorer = RewardModelScorer(model, precision="fp32")
-    assert scorer.planner.layout == "shared-prefix packed"
+    assert scorer.planner.packed
     items = [ScoreItem(MATH, ITEMS[0].responses[:3])]
     packed = [r.step_rewards for r in scorer.score(items)]
     assert [len(s) for s in packed[0]] == [3, 3, 2]
     # separate passes: one padded row per response, in one forward pass (a 135M model is slow on a CPU)
     padded = RewardModelScorer(model, precision="fp32", share_prefix=False)
-    assert padded.planner.layout == "padded"
+    assert not padded.planner.packed
     assert_steps_close(packed, [r.step_rewards for r in padded.score(items)], 1e-4)
 
 

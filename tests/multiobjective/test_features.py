@@ -101,7 +101,7 @@ def test_a_length_head_row_is_not_an_objective(llama_dir):
 
 def test_the_llama_default_plan_is_packed(llama_dir):
     # so the CASES above cover both the shared-prefix plan and the padded one
-    assert Planner(two_objective_model(llama_dir)).shares_prefix
+    assert Planner(two_objective_model(llama_dir)).packed
 
 
 @pytest.mark.parametrize("family,share_prefix", CASES)

@@ -454,13 +454,8 @@ class RewardModel(nn.Module):
                 return torch.func.functional_call(self, self._cast_weights(self.compute_dtype), (), inputs)
             finally:
                 self._in_cast_pass = False
-        packed = attention_mask.dim() == 4
-        if self.meta.score_rule == "classifier" and (self.meta.is_process or packed):
-            # the head on the tokens the plan reads: each step's separator, or (packed rows) each sequence's
-            # first token, which is what the head pools in a row of its own
+        if self.meta.score_rule == "classifier" and self.meta.is_process:
             kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-            if packed:
-                kwargs["position_ids"] = position_ids
             hidden = self.hf_model.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                               **kwargs).last_hidden_state
             out = _token_classifier(self.hf_model, hidden.flatten(0, 1)[score_index])
@@ -558,54 +553,6 @@ class RewardModel(nn.Module):
             return False
         scale = separate.abs().max().clamp(min=1.0)
         return bool((shared - separate).abs().max() <= 1e-4 * scale)
-
-    @property
-    def reads_first_token(self) -> bool:
-        """An outcome classifier (an encoder's sequence head) scores a sequence at its first token."""
-        return self.meta.score_rule == "classifier" and not self.meta.is_process
-
-    def supports_packing(self) -> bool:
-        """Whether packed plans give this encoder's scores (checked once, on the model): several sequences in
-        one row, each attending to all of itself and nothing else, with its own positions and segment ids.
-
-        The check scores two random sequences packed and padded in fp32 and compares the rewards; a head this
-        module cannot apply to chosen tokens, or a backbone that rejects 4D masks or position ids, fails it.
-        Causal backbones pack through `supports_prefix_sharing` instead.
-        """
-        cached = getattr(self, "_packing", None)
-        if cached is None:
-            cached = self._packing = self.meta.score_rule == "classifier" and self._check_packing()
-        return cached
-
-    @torch.no_grad()
-    def _check_packing(self) -> bool:
-        from rewardkit.batching import plan_packed, plan_padded
-        from rewardkit.text import Encoded
-
-        g = torch.Generator().manual_seed(0)
-        vocab = self.hf_model.config.vocab_size
-        types = self.text.encode([{"role": "user", "content": "a"}], "b").token_type_ids is not None
-        seqs = [Encoded(torch.randint(0, vocab, (n,), generator=g).tolist(),
-                        [0] * (n - 2) + [1, 1] if types else None, n - 2, 2, reads=[1, n - 1])
-                for n in (6, 4, 2)]  # rows [6] and [4, 2]: a sequence that starts mid-row
-        if self.reads_first_token:
-            seqs = [Encoded(e.input_ids, e.token_type_ids, e.response_start, e.response_tokens) for e in seqs]
-        pad = self.tokenizer.pad_token_id
-        dtype, self.compute_dtype = self.compute_dtype, None
-        try:
-            with torch.autocast(self.device.type, enabled=False):
-                packed, padded = (self(**plan.to(self.device).model_inputs(), all_outputs=True).float()
-                                  for plan in (plan_packed([[e] for e in seqs], pad, share=False, causal=False,
-                                                           read_first=self.reads_first_token),
-                                               plan_padded(seqs, pad, self.meta.padding_side)))
-        except Exception:  # a model that rejects 4D masks or position ids, or a head read some other way
-            return False
-        finally:
-            self.compute_dtype = dtype
-        if packed.shape != padded.shape:
-            return False
-        scale = padded.abs().max().clamp(min=1.0)
-        return bool((packed - padded).abs().max() <= 1e-4 * scale)
 
     @property
     def device(self) -> torch.device:

@@ -22,9 +22,8 @@ class RewardModelScorer:
     """Scores items with a RewardModel.
 
     Batches follow the model's best plan (rewardkit.batching): on a causal backbone the responses of one item
-    share their prompt's tokens in one packed row (best-of-N computes the prompt once, not N times); an encoder's
-    sequences pack into shared rows, each attending to itself; a model that fails either check gets padded
-    rows. Either way items are sorted by length and cut into batches of about `batch_tokens`
+    share their prompt's tokens in one packed row (best-of-N computes the prompt once, not N times); encoders
+    get padded rows. Either way items are sorted by length and cut into batches of about `batch_tokens`
     computed tokens (and at most `max_batch_size` items).
     """
 
@@ -172,5 +171,5 @@ class RewardModelScorer:
             "padding_side": meta.padding_side, "score_rule": meta.score_rule, "text_mode": meta.text_mode,
             "chat_template": meta.chat_template if meta.text_mode == "chat" else None,
             "append_eos": meta.append_eos, "quantization": None,
-            "batch_plan": self.planner.layout,
+            "batch_plan": "shared-prefix packed" if self.planner.packed else "padded",
         }

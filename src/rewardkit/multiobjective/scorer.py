@@ -179,7 +179,7 @@ class FrozenHeadsScorer:
             "padding_side": meta.padding_side, "score_rule": meta.score_rule, "text_mode": meta.text_mode,
             "chat_template": meta.chat_template if meta.text_mode == "chat" else None,
             "append_eos": meta.append_eos, "quantization": None,
-            "batch_plan": self.planner.layout,
+            "batch_plan": "shared-prefix packed" if self.planner.packed else "padded",
         }
 
     # -- saving ----------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ class Backend:
         self.normalization = _normalization(scorer)
         self.vocab_size = getattr(scorer, "vocab_size", None) if self.encodes else None
         planner = getattr(scorer, "planner", None)
-        self._share_prefix = bool(getattr(planner, "shares_prefix", False))
+        self._share_prefix = bool(getattr(planner, "packed", False))
 
     @property
     def accepts_token_ids(self) -> bool:

@@ -122,9 +122,8 @@ class TrainConfig(BaseModel):
                           "steps after a compile that takes minutes, so for long runs (2-core CPU, SmolLM2: "
                           "1.23x per step after ~330 s of compiling; bench/compile_gain.py)")
     share_prefix: bool | None = Field(None, description="causal backbones: one packed row per record, its "
-                                      "responses sharing the prompt's tokens; encoders: sequences packed into "
-                                      "shared rows (None: wherever the model passes the equivalence check; "
-                                      "False: one padded row per sequence)")
+                                      "responses sharing the prompt's tokens (None: wherever the model passes "
+                                      "the equivalence check)")
     batch_tokens: int = Field(16384, ge=64, description="most tokens per forward pass; a larger micro-batch "
                               "is split into several passes with the same gradient")
     seed: int = 0

@@ -243,7 +243,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         _print(f"training on {len(examples)} records ({unusable} without a usable label, {truncated} "
                f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
                f"process(es), precision {precision}, "
-               f"{planner.layout} batches" + (f", resuming at step {step}" if step else ""))
+               f"{'shared-prefix packed' if planner.packed else 'padded'} batches" + (f", resuming at step {step}" if step else ""))
         if process is not None:
             n_labelled = sum(ex.n_step_labels for ex in examples)
             _print(f"process reward model: {n_labelled} labelled steps"
