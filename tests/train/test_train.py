@@ -35,7 +35,7 @@ def losses(out):
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_learns_and_writes_checkpoints(llama_dir, toy, tmp_path):
+def test_training_learns_and_writes_checkpoints(llama_dir, toy, tmp_path, capsys):
     out = tmp_path / "run"
     result = train(config(llama_dir, toy, out, "epochs=3"))
     assert result.steps == 18 and result.records_trained == 3 * 48
@@ -45,8 +45,17 @@ def test_training_learns_and_writes_checkpoints(llama_dir, toy, tmp_path):
     for name in ("last", "best"):
         model = RewardModel.from_pretrained(out / name)
         assert model.meta.training["records"] == 48 and model.meta.training["loss"] == "bt"
-    assert (out / "last" / "trainer" / "optimizer.pt").is_file()
     assert "lr: 0.002" in (out / "last" / "train_config.yaml").read_text()
+    # the finished run's checkpoint keeps no optimizer state (nothing can resume from it) ...
+    state = json.loads((out / "last" / "trainer" / "state.json").read_text())
+    assert state["finished"] and state["step"] == 18 and not (out / "last" / "trainer" / "optimizer.pt").exists()
+    # ... and running the same config again finds the run finished: no step, nothing rewritten
+    weights = (out / "last" / "model.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    again = train(config(llama_dir, toy, out, "epochs=3"))
+    assert "already finished: nothing to do" in " ".join(capsys.readouterr().err.split())
+    assert again.resumed_from == 18 and again.steps == 18 and again.records_trained == 0
+    assert losses(out) == trajectory and (out / "last" / "model.safetensors").stat().st_mtime_ns == weights
 
 
 def test_resume_follows_the_uninterrupted_trajectory(llama_dir, toy, tmp_path):
@@ -62,6 +71,8 @@ def test_resume_follows_the_uninterrupted_trajectory(llama_dir, toy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(config(llama_dir, toy, cut, "epochs=2", "save_every=2", "eval_every=100"), on_step=interrupt)
     assert len(losses(cut)) == 7
+    saved = cut / "last" / "trainer"
+    assert (saved / "optimizer.pt").is_file() and not json.loads((saved / "state.json").read_text())["finished"]
     resumed = train(config(llama_dir, toy, cut, "epochs=2", "save_every=2", "eval_every=100"))
     assert resumed.resumed_from == 6 and resumed.steps == 12
     assert losses(cut) == pytest.approx(losses(full), abs=1e-6)
@@ -69,6 +80,16 @@ def test_resume_follows_the_uninterrupted_trajectory(llama_dir, toy, tmp_path):
     b = RewardModelScorer(RewardModel.from_pretrained(cut / "last"), precision="fp32")
     items = [ScoreItem([{"role": "user", "content": "Tell me about cats"}], [Response("Sure!"), Response("No.")])]
     assert a.score(items)[0].rewards == pytest.approx(b.score(items)[0].rewards, abs=1e-5)
+
+
+def test_resume_without_optimizer_state_is_a_clear_error(llama_dir, toy, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config(llama_dir, toy, out, "epochs=2", "save_every=2", "eval_every=100"),
+              on_step=lambda step, _: step == 3 and (_ for _ in ()).throw(KeyboardInterrupt))
+    (out / "last" / "trainer" / "optimizer.pt").unlink()  # a damaged, unfinished checkpoint
+    with pytest.raises(RewardkitError, match="no optimizer state to resume from"):
+        train(config(llama_dir, toy, out, "epochs=2", "save_every=2", "eval_every=100"))
 
 
 def test_resume_refuses_a_changed_config(llama_dir, toy, tmp_path):

@@ -1,7 +1,9 @@
 """Training checkpoints: the model as a normal rewardkit checkpoint, plus what an exact resume needs.
 
     OUTPUT/last/            model files (loadable by RewardModel.from_pretrained and, merged, transformers)
-    OUTPUT/last/trainer/    optimizer.pt, scheduler.pt, rng.pt (every process's RNG states), state.json
+    OUTPUT/last/trainer/    optimizer.pt, scheduler.pt, rng.pt (every process's RNG states), state.json; a
+                            finished run's last checkpoint has no optimizer.pt (nothing resumes from it, and
+                            it is twice the model's size)
     OUTPUT/best/            model files of the best evaluation so far
 
 Each directory is written whole into a temporary sibling and renamed into place, so a crash leaves the
@@ -51,7 +53,8 @@ def save_checkpoint(path: Path, model: RewardModel, *, optimizer=None, scheduler
         if state is not None:
             trainer = tmp / TRAINER_DIR
             trainer.mkdir()
-            torch.save(optimizer.state_dict(), trainer / "optimizer.pt")
+            if optimizer is not None:
+                torch.save(optimizer.state_dict(), trainer / "optimizer.pt")
             torch.save(scheduler.state_dict(), trainer / "scheduler.pt")
             torch.save(rng_states, trainer / "rng.pt")
             (trainer / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -61,11 +64,13 @@ def has_trainer_state(path: Path) -> bool:
     return (path / TRAINER_DIR / "state.json").is_file()
 
 
-def load_trainer_state(path: Path) -> tuple[dict, dict, dict, list[dict]]:
-    """(state, optimizer state dict, scheduler state dict, RNG states per process)."""
+def load_trainer_state(path: Path) -> tuple[dict, dict | None, dict, list[dict]]:
+    """(state, optimizer state dict (None where a finished run saved none), scheduler state dict, RNG states
+    per process)."""
     trainer = path / TRAINER_DIR
     state = json.loads((trainer / "state.json").read_text())
-    optimizer = torch.load(trainer / "optimizer.pt", weights_only=False)
+    saved = trainer / "optimizer.pt"
+    optimizer = torch.load(saved, weights_only=False) if saved.is_file() else None
     scheduler = torch.load(trainer / "scheduler.pt", weights_only=False)
     rngs = torch.load(trainer / "rng.pt", weights_only=False)
     return state, optimizer, scheduler, rngs

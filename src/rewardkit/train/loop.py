@@ -180,7 +180,10 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                              "sharded); resume with DDP, or start a new --output")
     if resume_state:
         state, opt_state, sched_state, rngs = load_trainer_state(out / "last")
-        optimizer.load_state_dict(opt_state)
+        if opt_state is not None:
+            optimizer.load_state_dict(opt_state)
+        elif not state.get("finished"):
+            raise RewardkitError(f"{out / 'last'} has no optimizer state to resume from; delete {out} to start over")
         scheduler.load_state_dict(sched_state)
         set_rng_state(rngs[rank])
         step, start_epoch, start_batch, best = (state["step"], state["epoch"], state["next_batch"],
@@ -213,13 +216,14 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     def checkpoint(name: str, *, with_state: bool, epoch: int, next_batch: int) -> None:
         rngs = gather_object([rng_state()]) if with_state else None
         weights = gathered_weights()
+        finished = step >= total_steps  # the run's last checkpoint: nothing will resume from its optimizer state
         if main:
             state = {"step": step, "epoch": epoch, "next_batch": next_batch, "best_accuracy": best,
-                     "total_steps": total_steps} if with_state else None
+                     "total_steps": total_steps, "finished": finished} if with_state else None
             if state is not None and learned:
                 state["combination_raw"] = core.combiner.detach().cpu().tolist()
-            save_checkpoint(out / name, core, optimizer=optimizer, scheduler=scheduler, rng_states=rngs,
-                            state=state, config_yaml=config_yaml, state_dict=weights)
+            save_checkpoint(out / name, core, optimizer=None if finished else optimizer, scheduler=scheduler,
+                            rng_states=rngs, state=state, config_yaml=config_yaml, state_dict=weights)
         accelerator.wait_for_everyone()
 
     def run_eval() -> dict | None:
@@ -243,7 +247,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         _print(f"training on {len(examples)} records ({unusable} without a usable label, {truncated} "
                f"responses truncated to {config.max_length} tokens), {total_steps} steps, {world} "
                f"process(es), precision {precision}, "
-               f"{'shared-prefix packed' if planner.packed else 'padded'} batches" + (f", resuming at step {step}" if step else ""))
+               f"{'shared-prefix packed' if planner.packed else 'padded'} batches"
+               + (", already finished: nothing to do" if step >= total_steps else
+                  f", resuming at step {step}" if step else ""))
         if process is not None:
             n_labelled = sum(ex.n_step_labels for ex in examples)
             _print(f"process reward model: {n_labelled} labelled steps"
