@@ -2,7 +2,8 @@
 extensions:
 
 - `attention_backward.cpp`: the attention backward (rewardkit.attention);
-- `fused_layers.cpp`: Llama-style RMSNorm and SiLU-gated MLP products, forward and backward (rewardkit.fused).
+- `fused_layers.cpp`: Llama-style RMSNorm and SiLU-gated MLP products, forward and backward (rewardkit.fused);
+- `linear.cpp`: linear layers' weight gradients, fp32 from bf16 operands (rewardkit.fused).
 
 `load()` returns the module, or None where it cannot run: no AMX (the kernels' bf16 products need it to pay),
 a PyTorch build without MKL, no compiler, or `REWARDKIT_KERNELS=off`. Callers fall back to plain PyTorch, so a
@@ -25,7 +26,7 @@ import torch
 
 KERNELS_ENV = "REWARDKIT_KERNELS"
 _SOURCES = [Path(__file__).with_name(name) for name in
-            ("bindings.cpp", "attention_backward.cpp", "fused_layers.cpp")]
+            ("bindings.cpp", "attention_backward.cpp", "fused_layers.cpp", "linear.cpp")]
 _HEADERS = [Path(__file__).with_name("vec.h")]
 # at::vec's AVX-512 code path (every AMX CPU has AVX-512); OpenMP so at::parallel_for runs on all threads.
 _CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",

@@ -14,6 +14,7 @@ std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_y, const at::Te
                                           const at::Tensor& rstd);
 at::Tensor silu_mul_forward(const at::Tensor& g, const at::Tensor& u);
 std::vector<at::Tensor> silu_mul_backward(const at::Tensor& grad_y, const at::Tensor& g, const at::Tensor& u);
+at::Tensor linear_weight_grad(const at::Tensor& grad_y, const at::Tensor& x);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &attention_backward, "Fused bf16 attention backward (attention_backward.cpp)");
@@ -21,4 +22,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm_backward", &rms_norm_backward, "Its backward");
   m.def("silu_mul_forward", &silu_mul_forward, "bf16(silu(gate)) * up (fused_layers.cpp)");
   m.def("silu_mul_backward", &silu_mul_backward, "Its backward");
+  m.def("linear_weight_grad", &linear_weight_grad, "fp32 grad_y^T x of bf16 operands (linear.cpp)");
 }

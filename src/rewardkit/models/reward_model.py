@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rewardkit.errors import ModelError, first_line
+from rewardkit.fused import casts_own_weights
 from rewardkit.io import atomic_directory
 from rewardkit.models.gguf import loadable, unmark_dequantized
 from rewardkit.text import Encoded, TextEncoder
@@ -497,14 +498,16 @@ class RewardModel(nn.Module):
 
     def _cast_weights(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Floating-point parameters cast to `dtype`, except the output layer's. Under autograd the casts are
-        part of the graph (fresh each pass); without it they are cached until a parameter changes."""
+        part of the graph (fresh each pass), and linear layers that cast their own (rewardkit.fused) keep their
+        fp32 weights; without it the casts are cached until a parameter changes."""
         n_out = self.meta.n_outputs
         keep = {id(p) for m in self.modules() if isinstance(m, nn.Linear) and m.out_features == n_out
                 for p in m.parameters(recurse=False)}
         named = [(n, p) for n, p in self.named_parameters()  # the combiner is not part of a forward pass
                  if n.startswith("model.") and p.is_floating_point() and id(p) not in keep]
         if torch.is_grad_enabled():
-            return {n: p.to(dtype) for n, p in named}
+            own = {id(p) for m in self.modules() if casts_own_weights(m) for p in m.parameters(recurse=False)}
+            return {n: p.to(dtype) for n, p in named if id(p) not in own}
         key = (dtype, *((n, p.data_ptr(), p._version) for n, p in named))
         if self._cast_cache is None or self._cast_cache[0] != key:
             self._cast_cache = (key, {n: p.detach().to(dtype) for n, p in named})

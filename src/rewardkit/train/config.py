@@ -117,7 +117,8 @@ class TrainConfig(BaseModel):
                                                      "(rewardkit.attention; a compiled kernel in bf16, any "
                                                      "length), same gradients")
     fused_layers: bool = Field(True, description="CPU, bf16: RMSNorm and SiLU-gated MLPs of Llama-style "
-                                                   "backbones through fused kernels (rewardkit.fused), same math")
+                                                   "backbones through fused kernels, and linear layers' weight "
+                                                   "gradients straight to fp32 (rewardkit.fused), same math")
     compile: bool = Field(False, description="torch.compile the backbone (inductor, dynamic shapes): faster "
                           "steps after a compile that takes minutes, so for long runs (2-core CPU, SmolLM2: "
                           "1.23x per step after ~330 s of compiling; bench/compile_gain.py)")
