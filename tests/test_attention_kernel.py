@@ -1,4 +1,5 @@
-"""The compiled bf16 attention backward (rewardkit.kernels) against float64 and the PyTorch backward."""
+"""The compiled bf16 attention kernels (rewardkit.kernels): the backward against float64 and the PyTorch
+backward, the AMX forward against float64 and SDPA."""
 
 import math
 import warnings
@@ -64,6 +65,18 @@ def exact_grads(q, k, v, mask, is_causal, scale, grad_out):
     probs = torch.softmax(scores, -1).nan_to_num(0.0)
     (probs @ vv).backward(grad_out.double())
     return q.grad, k.grad, v.grad
+
+
+def exact_out(q, k, v, mask, is_causal, scale):
+    """float64 textbook attention; query rows that see no key give zeros."""
+    n_rep = q.shape[1] // k.shape[1]
+    kk, vv = (t.double().repeat_interleave(n_rep, 1) for t in (k, v))
+    scores = q.double() @ kk.transpose(-1, -2) * scale
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask.double()
+    return torch.softmax(scores, -1).nan_to_num(0.0) @ vv
 
 
 def python_grads(q, k, v, mask, is_causal, scale, grad_out, monkeypatch):
@@ -172,3 +185,118 @@ def test_kernels_off_and_failed_builds_fall_back(monkeypatch):
     out = RecomputeBackwardAttention.apply(*(t.bfloat16() for t in (q, k, v)), None, True, None)
     out.float().sum().backward()
     assert torch.isfinite(q.grad).all()
+
+
+# -- the AMX forward --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length,d,heads,kv_heads", [(37, 32, 4, 4), (70, 64, 6, 2), (130, 32, 3, 1), (16, 64, 2, 2)])
+def test_forward_as_exact_as_sdpa(cpu_kernels, length, d, heads, kv_heads):
+    """Every mask form, both head widths, grouped key heads, lengths off the 16- and 32-key tile steps: the
+    kernel's output is as close to float64 as SDPA's own bf16 output, and rows that see nothing are zeros."""
+    if not cpu_kernels.amx_ready():
+        pytest.skip("AMX tiles are not available to this process")
+    gen = torch.Generator().manual_seed(length + d)
+    b, scale = 3, 1 / math.sqrt(d)
+    q = torch.randn(b, heads, length, d, generator=gen).bfloat16()
+    k, v = (torch.randn(b, kv_heads, length, d, generator=gen).bfloat16() for _ in range(2))
+    n_rep = heads // kv_heads
+    for name, mask, is_causal in cases(length, b):
+        got = attention._fused_forward(q, k, v, mask, is_causal, scale)
+        assert got is not None and got.shape == q.shape and got.dtype == torch.bfloat16, name
+        want = exact_out(q, k, v, mask, is_causal, scale)
+        sdpa = F.scaled_dot_product_attention(q, k.repeat_interleave(n_rep, 1), v.repeat_interleave(n_rep, 1),
+                                              attn_mask=mask, is_causal=is_causal, scale=scale).nan_to_num(0.0)
+        assert max_err(got, want) <= 1.5 * max_err(sdpa, want) + 2e-3, name
+        if mask is not None and mask.dtype == torch.bool:
+            blind = ~mask.expand(b, heads, length, length).any(-1)  # query rows that see no key
+            assert blind.any() == (name == "packed causal blocks"), name
+            assert (got[blind] == 0).all(), name
+
+
+def test_forward_long_rows_and_uneven_queries(cpu_kernels):
+    """More queries than one tile row block and fewer keys than queries' rows (cross lengths), causal cut."""
+    if not cpu_kernels.amx_ready():
+        pytest.skip("AMX tiles are not available to this process")
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 2, 5, 64, generator=gen).bfloat16()
+    k, v = (torch.randn(2, 1, 83, 64, generator=gen).bfloat16() for _ in range(2))
+    keep = torch.rand(2, 1, 5, 83, generator=gen) > 0.5
+    got = attention._fused_forward(q, k, v, keep, False, 0.125)
+    assert max_err(got, exact_out(q, k, v, keep, False, 0.125)) < 2e-2
+    long_q = torch.randn(1, 2, 300, 32, generator=gen).bfloat16()
+    long_k, long_v = (torch.randn(1, 2, 300, 32, generator=gen).bfloat16() for _ in range(2))
+    got = attention._fused_forward(long_q, long_k, long_v, None, True, 0.2)
+    assert max_err(got, exact_out(long_q, long_k, long_v, None, True, 0.2)) < 2e-2
+
+
+def test_forward_declines_what_it_does_not_compute(cpu_kernels):
+    x = torch.randn(1, 2, 8, 48).bfloat16()  # head width 48: no tile layout for it
+    assert attention._fused_forward(x, x, x, None, True, 0.1) is None
+    y = torch.randn(1, 2, 8, 32)  # fp32
+    assert attention._fused_forward(y, y, y, None, True, 0.1) is None
+
+
+def test_scoring_attention_runs_the_forward_kernel(cpu_kernels, monkeypatch):
+    """No gradients, bf16 (autocast), grouped key heads read in place: the kernel, and SDPA's result to bf16
+    precision; with gradients the training path (the kernel forward, then the compiled backward)."""
+    if not cpu_kernels.amx_ready():
+        pytest.skip("AMX tiles are not available to this process")
+    calls = []
+    real = attention._fused_forward
+    monkeypatch.setattr(attention, "_fused_forward", lambda *a: calls.append(a[1].shape) or real(*a))
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, 3
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 6, 40, 64, generator=gen)
+    k, v = (torch.randn(2, 2, 40, 64, generator=gen) for _ in range(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = fast_sdpa_attention_forward(module, q, k, v, None)
+    assert calls == [(2, 2, 40, 64)]  # key heads as they are: no repeat for the kernel
+    ref = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16().repeat_interleave(3, 1),
+                                         v.bfloat16().repeat_interleave(3, 1), is_causal=True)
+    torch.testing.assert_close(out, ref.transpose(1, 2), atol=2e-2, rtol=2e-2)
+    with torch.no_grad():  # fp32: SDPA, not the kernel
+        fast_sdpa_attention_forward(module, q, k, v, None)
+    assert len(calls) == 1
+    q.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = fast_sdpa_attention_forward(module, q, k, v, None)
+    out.float().sum().backward()
+    assert calls[1:] == [(2, 6, 40, 64)] and torch.isfinite(q.grad).all()
+
+
+def test_bf16_scorer_runs_attention_in_the_kernel(cpu_kernels, tmp_path, monkeypatch):
+    """A Llama-style reward model with 32-wide heads, scored in bf16 with shared-prefix packed rows: attention
+    goes through the kernel (block masks), and the rewards match SDPA's to bf16 precision."""
+    if not cpu_kernels.amx_ready():
+        pytest.skip("AMX tiles are not available to this process")
+    from transformers import AutoModelForCausalLM
+
+    from rewardkit.data.record import Response
+    from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem
+    from tiny import make_bpe_tokenizer, tiny_causal_config
+
+    tok = make_bpe_tokenizer(add_bos=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_causal_config("llama", len(tok), hidden_size=128,
+                                                        intermediate_size=128)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    items = [ScoreItem([{"role": "user", "content": f"Question number {i}: which colour is the sky?"}],
+                       [Response(a) for a in ("Blue.", "It is blue on a clear day.", "Green, I think.")])
+             for i in range(3)]
+
+    def rewards():
+        scorer = RewardModelScorer(RewardModel.from_pretrained(tmp_path), device="cpu", precision="bf16")
+        return [x for r in scorer.score(items) for x in r.rewards]
+
+    calls = []
+    real = attention._fused_forward
+    monkeypatch.setattr(attention, "_fused_forward", lambda *a: calls.append(a[3] is not None) or real(*a))
+    got = rewards()
+    assert calls and all(calls)  # every layer, with the packed rows' block masks
+    monkeypatch.setattr(attention, "_kernel_forward_applies", lambda *a: False)
+    calls.clear()
+    want = rewards()
+    assert calls == []
+    assert got == pytest.approx(want, abs=3e-2)

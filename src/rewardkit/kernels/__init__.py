@@ -1,7 +1,8 @@
 """Native CPU kernels for bf16 training, compiled on first use with the C++ compiler PyTorch uses for its
 extensions:
 
-- `attention_backward.cpp`: the attention backward (rewardkit.attention);
+- `attention_forward.cpp`, `attention_backward.cpp`: attention for bf16 training and scoring
+  (rewardkit.attention), the forward in AMX tiles;
 - `fused_layers.cpp`: Llama-style RMSNorm and SiLU-gated MLP products, forward and backward (rewardkit.fused);
 - `linear.cpp`: linear layers' weight gradients, fp32 from bf16 operands (rewardkit.fused).
 
@@ -26,10 +27,11 @@ import torch
 
 KERNELS_ENV = "REWARDKIT_KERNELS"
 _SOURCES = [Path(__file__).with_name(name) for name in
-            ("bindings.cpp", "attention_backward.cpp", "fused_layers.cpp", "linear.cpp")]
-_HEADERS = [Path(__file__).with_name("vec.h")]
-# at::vec's AVX-512 code path (every AMX CPU has AVX-512); OpenMP so at::parallel_for runs on all threads.
-_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+            ("bindings.cpp", "attention_forward.cpp", "attention_backward.cpp", "fused_layers.cpp", "linear.cpp")]
+_HEADERS = [Path(__file__).with_name(name) for name in ("vec.h", "attention_mask.h")]
+# at::vec's AVX-512 code path (every AMX CPU has AVX-512), AMX tile instructions; OpenMP so at::parallel_for
+# runs on all threads.
+_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mamx-tile", "-mamx-bf16",
            "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
 
 _lock = threading.Lock()

@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "attention_mask.h"
 #include "vec.h"
 
 #include <immintrin.h>
@@ -49,103 +50,21 @@ inline float dot_bf16(const BFloat16* a, const BFloat16* b, int64_t n) {
   return sum;
 }
 
-// The mask as the backward reads it: element (b, h, i, j) at b*sb + h*sh + i*si + j (strides 0 where broadcast).
-struct Mask {
-  const float* additive = nullptr;  // added to the scaled scores
-  const bool* keep = nullptr;       // true = attend
-  int64_t sb = 0, sh = 0, si = 0;
-  bool causal = false;              // upper-left aligned: key j visible to query i iff j <= i
-
-  bool visible(int64_t off, int64_t i, int64_t j) const {
-    if (keep) return keep[off + i * si + j];
-    if (additive) return additive[off + i * si + j] != kNegInf;
-    return !causal || j <= i;
-  }
-};
-
-// Keys [lo, hi) that at least one query of rows [m0, m1) can see (lo == hi == 0: none).
-void visible_keys(const Mask& mask, int64_t off, int64_t m0, int64_t m1, int64_t n_keys, int64_t& lo,
-                  int64_t& hi) {
-  if (!mask.keep && !mask.additive) {
-    lo = 0;
-    hi = mask.causal ? std::min(m1, n_keys) : n_keys;
-    return;
-  }
-  lo = n_keys;
-  hi = 0;
-  for (int64_t i = m0; i < m1; ++i) {
-    int64_t j = 0;
-    while (j < lo && !mask.visible(off, i, j)) ++j;
-    lo = std::min(lo, j);
-    int64_t k = n_keys;
-    while (k > hi && !mask.visible(off, i, k - 1)) --k;
-    hi = std::max(hi, k);
-  }
-  if (hi <= lo) lo = hi = 0;
-}
-
 // Row i of the scores (query m0 + i over keys [lo, lo + width), fp32, row stride width) becomes its softmax
 // probabilities, in place and as bf16 in probs_bf16; a row with every key masked becomes zeros.
 void softmax_rows(float* s, BFloat16* probs_bf16, int64_t rows, int64_t width, int64_t m0, int64_t lo, float scale,
                   const Mask& mask, int64_t off) {
-  const Vec vscale(scale);
   const int64_t vec_end = width - width % Vec::size();
   for (int64_t i = 0; i < rows; ++i) {
     float* row = s + i * width;
     const int64_t q = m0 + i;
-    // scale, mask, running max
-    Vec vmx(kNegInf);
-    float mx = kNegInf;
-    if (mask.additive) {
-      const float* add = mask.additive + off + q * mask.si + lo;
-      for (int64_t j = 0; j < vec_end; j += Vec::size()) {
-        Vec x = Vec::loadu(row + j) * vscale + Vec::loadu(add + j);
-        x.store(row + j);
-        vmx = at::vec::maximum(vmx, x);
-      }
-      for (int64_t j = vec_end; j < width; ++j) mx = std::max(mx, row[j] = row[j] * scale + add[j]);
-    } else if (mask.keep) {
-      const bool* keep = mask.keep + off + q * mask.si + lo;
-      const __m512 neg_inf = _mm512_set1_ps(kNegInf);
-      for (int64_t j = 0; j < vec_end; j += Vec::size()) {  // 16 keys: their bytes become a lane mask
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(keep + j));
-        const Vec x(_mm512_mask_blend_ps(_mm_test_epi8_mask(bytes, bytes), neg_inf,
-                                         _mm512_mul_ps(Vec::loadu(row + j), vscale)));
-        x.store(row + j);
-        vmx = at::vec::maximum(vmx, x);
-      }
-      for (int64_t j = vec_end; j < width; ++j) {
-        row[j] = keep[j] ? row[j] * scale : kNegInf;
-        mx = std::max(mx, row[j]);
-      }
-    } else {
-      const int64_t end = mask.causal ? std::clamp<int64_t>(q - lo + 1, 0, width) : width;
-      const int64_t vend = end - end % Vec::size();
-      for (int64_t j = 0; j < vend; j += Vec::size()) {
-        Vec x = Vec::loadu(row + j) * vscale;
-        x.store(row + j);
-        vmx = at::vec::maximum(vmx, x);
-      }
-      for (int64_t j = vend; j < end; ++j) mx = std::max(mx, row[j] *= scale);
-      std::fill(row + end, row + width, kNegInf);
-    }
-    mx = std::max(mx, max_lanes(vmx));
+    const float mx = scale_and_mask_row(row, width, q, lo, scale, mask, off);
     if (mx == kNegInf) {
       std::fill(row, row + width, 0.f);
       std::fill(probs_bf16 + i * width, probs_bf16 + (i + 1) * width, BFloat16(0.f));
       continue;
     }
-    // exp and sum
-    const Vec vmax(mx);
-    Vec vsum(0.f);
-    for (int64_t j = 0; j < vec_end; j += Vec::size()) {
-      Vec e = (Vec::loadu(row + j) - vmax).exp_u20();
-      e.store(row + j);
-      vsum = vsum + e;
-    }
-    float sum = 0.f;
-    for (int64_t j = vec_end; j < width; ++j) sum += row[j] = std::exp(row[j] - mx);
-    sum += sum_lanes(vsum);
+    const float sum = exp_and_sum_row(row, width, mx);
     // normalize
     const Vec vinv(1.f / sum);
     for (int64_t j = 0; j < vec_end; j += Vec::size()) (Vec::loadu(row + j) * vinv).store(row + j);
@@ -175,24 +94,7 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Te
   const int64_t n_rep = H / G;
   const float scale = static_cast<float>(scale_arg);
 
-  Mask mask;
-  mask.causal = is_causal;
-  at::Tensor mask_t;
-  if (mask_tensor.has_value() && mask_tensor->defined()) {
-    mask_t = *mask_tensor;
-    TORCH_CHECK(mask_t.dim() == 4 && mask_t.size(0) == B && mask_t.size(1) == H && mask_t.size(2) == Lq &&
-                    mask_t.size(3) == Lk && mask_t.stride(3) == 1,
-                "attention_backward: mask must be expanded to (B, H, Lq, Lk) with unit last stride");
-    if (mask_t.scalar_type() == at::kBool) {
-      mask.keep = mask_t.data_ptr<bool>();
-    } else {
-      TORCH_CHECK(mask_t.scalar_type() == at::kFloat, "attention_backward: float32 or bool mask expected");
-      mask.additive = mask_t.data_ptr<float>();
-    }
-    mask.sb = mask_t.stride(0);
-    mask.sh = mask_t.stride(1);
-    mask.si = mask_t.stride(2);
-  }
+  const Mask mask = read_mask(mask_tensor, is_causal, B, H, Lq, Lk, "attention_backward");
 
   auto grad_q = at::empty({B, H, Lq, D}, query.options());
   auto grad_k = at::empty({B, G, Lk, D}, key.options());

@@ -9,6 +9,9 @@ std::vector<at::Tensor> attention_backward(const at::Tensor& query, const at::Te
                                            const at::Tensor& out, const at::Tensor& grad_out,
                                            const std::optional<at::Tensor>& mask, bool is_causal, double scale,
                                            int64_t block_elements);
+bool amx_ready();
+at::Tensor attention_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                             const std::optional<at::Tensor>& mask, bool is_causal, double scale);
 std::vector<at::Tensor> rms_norm_forward(const at::Tensor& x, const at::Tensor& w, double eps);
 std::vector<at::Tensor> rms_norm_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& w,
                                           const at::Tensor& rstd);
@@ -17,6 +20,8 @@ std::vector<at::Tensor> silu_mul_backward(const at::Tensor& grad_y, const at::Te
 at::Tensor linear_weight_grad(const at::Tensor& grad_y, const at::Tensor& x);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("amx_ready", &amx_ready, "Whether this process may use AMX tiles (attention_forward.cpp)");
+  m.def("attention_forward", &attention_forward, "bf16 attention forward in AMX tiles (attention_forward.cpp)");
   m.def("attention_backward", &attention_backward, "Fused bf16 attention backward (attention_backward.cpp)");
   m.def("rms_norm_forward", &rms_norm_forward, "Llama-style RMSNorm, bf16 (fused_layers.cpp)");
   m.def("rms_norm_backward", &rms_norm_backward, "Its backward");

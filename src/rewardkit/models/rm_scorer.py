@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from rewardkit.attention import use_fast_attention
 from rewardkit.batching import DEFAULT_BATCH_TOKENS, Planner
 from rewardkit.errors import RewardkitError
 from rewardkit.fused import use_fused_layers
@@ -51,6 +52,7 @@ class RewardModelScorer:
                                max_batch_size=max_batch_size)
         if self.device.type == "cpu" and self.precision == "bf16":
             use_fused_layers(self.model.hf_model)  # RMSNorm and gated MLPs in one pass (rewardkit.fused)
+            use_fast_attention(self.model.hf_model)  # attention in AMX tiles (rewardkit.attention)
         if compile:  # after the planner: its equivalence check runs once, not through the compiler
             self.model.compile_backbone()
 
