@@ -14,8 +14,9 @@ Linear layers (`nn.Linear`, any backbone) keep their fp32 master weights through
 meeting bf16 copies made beforehand (`RewardModel` leaves them out of its casts, see `casts_own_weights`): each
 casts its weights itself, computes exactly what it computed before, and its backward writes the weight
 gradient in fp32 straight from MKL's mixed-precision product (`kernels.linear_weight_grad`), where PyTorch
-runs a slow transposed bf16 product, rounds it to bf16 and casts it to fp32. Measured on the 2-core AMX CPU at
-MiniLM and SmolLM2 shapes: 1.3-1.7x for those products, and the cast pass gone.
+runs a slow transposed bf16 product, rounds it to bf16 and casts it to fp32. Measured on the 2-core AMX CPU:
+1.3-1.7x for those products alone and ~1.3x inside a step (none for 384 x 384), the gradients' cast pass gone;
+SmolLM2 training steps 4-5% faster, MiniLM's unchanged.
 """
 
 from __future__ import annotations
