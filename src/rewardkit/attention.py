@@ -229,38 +229,41 @@ def _attention_probs(query, key, mask, is_causal: bool, scale: float) -> torch.T
     return probs
 
 
-def _use_recompute_backward(query, key, value, attention_mask, dropout, kwargs) -> bool:
-    """Whether the recompute backward is a win and computes exactly what SDPA would."""
-    if query.device.type != "cpu" or not torch.is_grad_enabled():
-        return False
-    if not (query.requires_grad or key.requires_grad or value.requires_grad):
-        return False
+def _replaceable(query, key, attention_mask, dropout, kwargs) -> bool:
+    """Whether this call is one rewardkit's attention computes exactly as SDPA would: CPU, 4D, the same batch
+    for queries and keys, no dropout, outside compile and tracing, a plain mask tensor."""
+    if query.device.type != "cpu" or query.dim() != 4 or query.shape[0] != key.shape[0]:
+        return False  # (SDPA would broadcast a differing batch; not supported here)
     if dropout > 0.0 or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     # Features sdpa_attention_forward handles (position bias, softcap errors, single-token GQA packing).
     if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
         return False
-    if query.dim() != 4 or query.shape[2] < 2 or key.shape[2] == 0:
+    return attention_mask is None or (isinstance(attention_mask, torch.Tensor) and not attention_mask.requires_grad
+                                      and attention_mask.device.type == "cpu")
+
+
+def _use_recompute_backward(query, key, value, attention_mask, dropout, kwargs) -> bool:
+    """Whether the recompute backward is a win and computes exactly what SDPA would."""
+    if not (torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad)):
         return False
-    if key.shape[2] > HYBRID_MAX_KV_LENGTH and not _fused_kernel_runs(query):
+    if not _replaceable(query, key, attention_mask, dropout, kwargs):
         return False
-    if query.shape[0] != key.shape[0]:  # SDPA would broadcast the batch; not supported here
+    if query.shape[2] < 2 or key.shape[2] == 0:
         return False
-    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
-                                       or attention_mask.requires_grad):
-        return False
-    return True
+    return key.shape[2] <= HYBRID_MAX_KV_LENGTH or _fused_kernel_runs(query)
+
+
+def _computes_in_bf16(query: torch.Tensor) -> bool:
+    """bf16 compute: the input's dtype, or autocast's."""
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    return dtype == torch.bfloat16
 
 
 def _fused_kernel_runs(query: torch.Tensor) -> bool:
-    """Whether the backward of this attention will run in the compiled kernel: bf16 compute (the input's
-    dtype, or autocast's) and the kernel available."""
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    if dtype != torch.bfloat16:
-        return False
-    from rewardkit import kernels
-
-    return kernels.load() is not None
+    """Whether the backward of this attention will run in the compiled kernel: bf16 compute and the kernel
+    available."""
+    return _computes_in_bf16(query) and _kernel() is not None
 
 
 def fast_sdpa_attention_forward(
@@ -318,25 +321,15 @@ def fast_sdpa_attention_forward(
 
 def _kernel_forward_applies(query, key, value, attention_mask, dropout, kwargs) -> bool:
     """Whether a pass without gradients can run `_fused_forward` and compute exactly what SDPA would."""
-    if query.device.type != "cpu" or query.dim() != 4 or query.shape[0] != key.shape[0]:
-        return False
     if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
         return False
-    if dropout > 0.0 or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if not _replaceable(query, key, attention_mask, dropout, kwargs):
         return False
-    if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+    if query.shape[-1] not in (32, 64) or value.shape[-1] != query.shape[-1]:
         return False
-    if query.shape[-1] not in (32, 64) or value.shape[-1] != query.shape[-1] or key.shape[1] == 0:
+    if key.shape[1] == 0 or query.shape[1] % key.shape[1] != 0:
         return False
-    if query.shape[1] % key.shape[1] != 0:
-        return False
-    if attention_mask is not None and (not isinstance(attention_mask, torch.Tensor)
-                                       or attention_mask.device.type != "cpu"):
-        return False
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    if dtype != torch.bfloat16:
-        return False
-    kernel = _kernel()
+    kernel = _kernel() if _computes_in_bf16(query) else None
     return kernel is not None and kernel.amx_ready()
 
 

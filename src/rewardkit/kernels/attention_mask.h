@@ -1,4 +1,5 @@
-// The attention mask as rewardkit's attention kernels read it (attention_forward.cpp, attention_backward.cpp).
+// What rewardkit's attention kernels share (attention_forward.cpp, attention_backward.cpp): the mask as they read
+// it, the key range a block of queries can see, and the row passes of the softmax (scale and mask, exp and sum).
 #pragma once
 
 #include <ATen/ATen.h>
