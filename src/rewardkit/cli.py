@@ -30,7 +30,9 @@ MODEL_HELP = ("A reward model (a directory, a hub id, or a packaged offline back
               "'dpo:POLICY[@REFERENCE][?beta=0.1&mode=avg]' for a DPO policy read as an implicit reward model; "
               "'judge:MODEL' or 'judge:http://HOST/v1?model=NAME' for an LLM judge.")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", "-f", help="Input format; detected when left out.")]
+FormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", "-f", help="Input format ('-' or '_' alike, e.g. rm-bench); detected when left out, with the other "
+                           "formats that fit the first row tried when the detected one rejects every row.")]
 MapOpt = Annotated[Optional[str], typer.Option(
     "--map", help="Field mapping canonical=source, comma-separated, e.g. prompt=question,chosen=good.")]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and skip bad rows instead of stopping.")]
@@ -134,14 +136,21 @@ def load_scorer(model: str, max_length: int | None, chat_template: Path | None, 
 
 
 def load_data(path: Path, fmt: str | None, field_map: str | None, skip_bad: bool, limit: int | None,
-              split: str = "all", format_options: list[str] | None = None):
+              split: str = "all", format_options: list[str] | None = None, preferred_format: str | None = None):
     from rewardkit.data import load_split
 
     result = load_split(path, split, fmt, parse_field_map(field_map), skip_bad=skip_bad, limit=limit,
-                        format_options=parse_format_options(format_options))
+                        format_options=parse_format_options(format_options), preferred_format=preferred_format)
+    report_passed_over(result.format, result.passed_over)
     if result.skipped:
         console.print(f"[yellow]skipped {result.skipped} bad row(s)[/]; first: {result.errors[0]}")
     return result
+
+
+def report_passed_over(fmt: str, passed_over: list[str]) -> None:
+    """Say which format the data was read in when the first one tried did not fit it."""
+    if passed_over:
+        console.print(f"[yellow]read as {escape(fmt)}[/]; not as {escape('; '.join(passed_over))}", highlight=False)
 
 
 def score_with_progress(scorer, records, chunk: int = 256) -> list:
@@ -189,6 +198,7 @@ def score(model: ModelOpt,
             task = bar.add_task("records", total=None)
             summary = score_records_to_file(scorer, records, output, overwrite=overwrite,
                                             progress=lambda k: bar.advance(task, k))
+        report_passed_over(stats.format or "", stats.passed_over)
         skipped = f", skipped {stats.skipped} bad row(s)" if stats.skipped else ""
         resumed = f" ({summary.resumed} kept from the interrupted run)" if summary.resumed else ""
         console.print(f"wrote {summary.output}: {summary.scored + summary.resumed} records{resumed}{skipped}")
@@ -206,8 +216,9 @@ def evaluate_cmd(model: ModelOpt,
                  chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None,
                  aggregation: AggregationOpt = None,
                  benchmark: Annotated[Optional[str], typer.Option(
-                     "--benchmark", help="Also score the data as this benchmark, in its official format: "
-                                         "rewardbench, rewardbench2, rm_bench or processbench.")] = None,
+                     "--benchmark", help="Also score the data as this benchmark: rewardbench, rewardbench2, "
+                                         "rm_bench (or rm-bench) or processbench. Its data is read in the "
+                                         "benchmark's own format unless --format names another.")] = None,
                  threshold: Annotated[Optional[float], typer.Option(
                      "--threshold", help="processbench: the step score below which a step is judged wrong.")] = None,
                  tune_data: Annotated[Optional[Path], typer.Option(
@@ -220,14 +231,21 @@ def evaluate_cmd(model: ModelOpt,
     benchmark's own scores too (report.json gets them under the benchmark's name)."""
     with user_errors():
         quiet_transformers()
+        implied = None
+        if benchmark is not None:
+            from rewardkit.eval.benchmarks import benchmark_format, benchmark_name
+
+            benchmark = benchmark_name(benchmark)  # 'rm-bench' or 'rm_bench'; an unknown one stops here
+            implied = None if format else benchmark_format(benchmark)
         if (threshold is not None or tune_data) and benchmark != "processbench":
             raise RewardkitError("--threshold and --tune-data apply only to --benchmark processbench")
-        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option)
+        loaded = load_data(data, format, map, skip_bad, limit, split, format_options=format_option,
+                           preferred_format=implied)
         if objective:
             for record in loaded.records:
                 record.meta.setdefault("objective", objective)
-        tune = (load_data(tune_data, format, map, skip_bad, None, format_options=format_option).records
-                if tune_data else None)
+        tune = (load_data(tune_data, format, map, skip_bad, None, format_options=format_option,
+                          preferred_format=implied).records if tune_data else None)
         scorer = load_scorer(model, max_length, chat_template, precision, batch_tokens, share_prefix,
                              length_calibration, aggregation)
         run_evaluation(scorer, loaded, report, data_label=f"{data} ({split})", benchmark=benchmark,

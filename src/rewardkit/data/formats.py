@@ -86,7 +86,7 @@ def converter_for(name: str, options: Mapping[str, Any] | None = None, file: str
     row, never skippable) rather than one bad row per line. An option the format does not take is an error
     too: silently ignoring it would load the data under a different choice than the one asked for.
     """
-    fmt = FORMATS[name]
+    fmt = FORMATS[resolve_format(name)]
     if not options:
         return fmt.convert
     bound = {}
@@ -102,12 +102,38 @@ def converter_for(name: str, options: Mapping[str, Any] | None = None, file: str
     return functools.partial(fmt.convert, **bound)
 
 
+def name_key(name: str) -> str:
+    """How a format or benchmark name is compared: case, surrounding space and '-' vs '_' do not matter, so
+    'rm-bench', 'rm_bench' and 'RM-Bench' are one name."""
+    return name.strip().lower().replace("-", "_")
+
+
+def registered_name(name: str, registry: Mapping[str, Any], what: str) -> str:
+    """The registry's own spelling of `name` (compared by `name_key`); an unknown name is a DataError that
+    lists the known ones. The one lookup for format names and benchmark names alike."""
+    if not isinstance(name, str):
+        raise DataError(f"a {what} name must be a string, got {type(name).__name__}")
+    for known in registry:
+        if name_key(known) == name_key(name):
+            return known
+    raise DataError(f"unknown {what} {name!r}; known {what}s: {', '.join(registry)}")
+
+
+def resolve_format(name: str) -> str:
+    """The registered name of format `name`, written with '-' or '_' alike ('rm_bench' -> 'rm-bench')."""
+    return registered_name(name, FORMATS, "format")
+
+
 def detect_format(row: dict) -> str | None:
     """The name of the first registered format whose detector accepts `row`, or None."""
-    for fmt in FORMATS.values():
-        if fmt.detect(row):
-            return fmt.name
-    return None
+    fitting = formats_fitting(row)
+    return fitting[0] if fitting else None
+
+
+def formats_fitting(row: dict) -> list[str]:
+    """Every format whose detector accepts `row`, in detection order: the first is the detected one, the
+    others are what the loader falls back to when it rejects every row."""
+    return [fmt.name for fmt in FORMATS.values() if fmt.detect(row)]
 
 
 def describe_formats() -> str:
@@ -354,25 +380,74 @@ def convert_rewardbench2(row: dict, ctx: RowContext) -> PreferenceRecord:
     )
 
 
+# RM-Bench's domains as its files name them, and the domain each is scored under (the two safety files pool).
+RM_BENCH_DOMAINS = {"chat": "chat", "math": "math", "code": "code",
+                    "safety-refuse": "safety", "safety-response": "safety", "safety": "safety"}
+
+
 def _is_rm_bench(r: dict) -> bool:
-    return "domain" in r and _is_str_list(r.get("chosen")) and _is_str_list(r.get("rejected"))
+    """Both published layouts: the hub's total_dataset.json (a `domain` on every row) and the GitHub
+    repository's per-domain files (chat_filtered.json, ...: `id, subset, prompt, chosen[3], rejected[3]`)."""
+    chosen, rejected = r.get("chosen"), r.get("rejected")
+    if not (_is_str_list(chosen) and _is_str_list(rejected)):
+        return False
+    return "domain" in r or len(chosen) == len(rejected) == len(RM_BENCH_STYLES)
+
+
+def _known_rm_bench_domain(name: Any) -> str | None:
+    """RM-Bench's spelling of a domain name ('Safety_Refuse' -> 'safety-refuse'), or None."""
+    if not isinstance(name, str):
+        return None
+    return next((d for d in RM_BENCH_DOMAINS if name_key(d) == name_key(name)), None)
+
+
+def rm_bench_domain_from_file(path: str) -> str | None:
+    """The domain a per-domain file is named after: 'safety-refuse_filtered.json' -> 'safety-refuse',
+    'chat.jsonl' -> 'chat'; None for a name such as 'total_dataset.json'."""
+    stem = name_key(file_stem(path))
+    for domain in sorted(RM_BENCH_DOMAINS, key=len, reverse=True):  # safety-refuse before safety
+        if stem == name_key(domain) or stem.startswith(name_key(domain) + "_"):
+            return domain
+    return None
+
+
+def rm_bench_domain(row: dict, ctx: RowContext) -> str | None:
+    """A row's domain: its `domain` (the hub's layout); else its `subset` when that names a domain; else the
+    domain its file is named after (the repository's layout); else its `subset` as it is (scored as a domain
+    of its own). None when there is none of these: the record loads, and the benchmark asks for a domain."""
+    domain = row.get("domain")
+    if domain is not None:
+        if not isinstance(domain, str):
+            raise ctx.error(f"expected a string, got {type(domain).__name__}", "domain")
+        return domain
+    subset = row.get("subset")
+    if subset is not None and not isinstance(subset, str):
+        raise ctx.error(f"expected a string, got {type(subset).__name__}", "subset")
+    return _known_rm_bench_domain(subset) or rm_bench_domain_from_file(ctx.file) or subset
 
 
 @register("rm-bench", _is_rm_bench,
-          "prompt, chosen[3], rejected[3], domain")
+          "prompt, chosen[3], rejected[3], and domain (the hub's total_dataset.json) or subset / the file's "
+          "name (the repository's chat_filtered.json, safety-refuse_filtered.json, ...)")
 def convert_rm_bench(row: dict, ctx: RowContext) -> PreferenceRecord:
     """Three chosen then three rejected responses; meta["styles"] gives each one's RM_BENCH_STYLES index
-    (0 concise, 1 detailed plain, 2 detailed markdown) for RM-Bench's easy/normal/hard accuracy."""
+    (0 concise, 1 detailed plain, 2 detailed markdown) for RM-Bench's easy/normal/hard accuracy.
+
+    The domain (`rm_bench_domain`) becomes the record's subset, which RM-Bench scores by; a row `subset`
+    that is not the domain is kept as meta["source_subset"]."""
     chosen, rejected = _texts(row, "chosen", ctx), _texts(row, "rejected", ctx)
     for key, texts in (("chosen", chosen), ("rejected", rejected)):
         if len(texts) != len(RM_BENCH_STYLES):
             raise ctx.error(f"expected {len(RM_BENCH_STYLES)} responses (one per style), got {len(texts)}", key)
+    domain = rm_bench_domain(row, ctx)
+    subset = row.get("subset")
     return PreferenceRecord(
         id=_row_id(row, ctx),
         prompt=user_prompt(_text(row, "prompt", ctx)),
         responses=[Response(t) for t in chosen + rejected],
         scores=[1.0, 1.0, 1.0, 0.0, 0.0, 0.0],
-        meta=_meta("rm-bench", ctx, subset=row.get("domain"), styles=[0, 1, 2, 0, 1, 2]),
+        meta=_meta("rm-bench", ctx, subset=domain, styles=[0, 1, 2, 0, 1, 2],
+                   source_subset=subset if subset is not None and subset != domain else None),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from rewardkit.data.formats import RM_BENCH_DOMAINS, registered_name
 from rewardkit.data.record import PreferenceRecord, Response
 from rewardkit.errors import DataError
 from rewardkit.io import json_ready
@@ -316,8 +317,7 @@ def score_rewardbench2(records: Sequence[PreferenceRecord], results: Sequence[Sc
 
 # ============================================================================================ RM-Bench
 
-RM_BENCH_DOMAINS = {"chat": "chat", "math": "math", "code": "code",
-                    "safety-refuse": "safety", "safety-response": "safety", "safety": "safety"}
+# RM_BENCH_DOMAINS (data.formats): each domain name as the files give it -> the domain it is scored under.
 RM_BENCH_SCORED_DOMAINS = ("chat", "math", "code", "safety")
 
 
@@ -365,10 +365,9 @@ def score_rm_bench(records: Sequence[PreferenceRecord], results: Sequence[ScoreR
     """
     _not_empty(records, "rm_bench")
     _check_results(records, results)
+    _rm_bench_domains_known(records)
     by_domain: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     for rec, res in zip(records, results):
-        if rec.subset is None:
-            raise DataError(f"record {rec.id!r} has no domain: RM-Bench scores by domain", field="domain")
         chosen, rejected = _rm_bench_styled(rec, res.rewards)
         domain = RM_BENCH_DOMAINS.get(rec.subset, rec.subset)
         by_domain[domain][0].append(chosen)
@@ -386,6 +385,15 @@ def score_rm_bench(records: Sequence[PreferenceRecord], results: Sequence[ScoreR
         "by_domain": domains,
         "unknown_domains": sorted(d for d in domains if d not in RM_BENCH_SCORED_DOMAINS),
     })
+
+
+def _rm_bench_domains_known(records: Sequence[PreferenceRecord]) -> None:
+    for rec in records:
+        if rec.subset is None:
+            raise DataError(f"record {rec.id!r} has no domain: RM-Bench scores by domain. Give each row a "
+                            f"'domain' ({', '.join(RM_BENCH_DOMAINS)}) or a 'subset' naming one, or name the "
+                            "file after its domain, as the RM-Bench repository does (chat_filtered.json)",
+                            field="domain")
 
 
 # ============================================================================================ ProcessBench
@@ -629,13 +637,31 @@ BENCHMARKS: dict[str, BenchmarkScorer] = {
     "processbench": score_processbench,
 }
 
+# The data format each benchmark's official files are in (`eval --benchmark` reads its data in it first).
+BENCHMARK_FORMATS: dict[str, str] = {
+    "rewardbench": "rewardbench",
+    "rewardbench2": "rewardbench2",
+    "rm_bench": "rm-bench",
+    "processbench": "processbench",
+}
+
+
+def benchmark_name(name: str) -> str:
+    """The registered name of benchmark `name`, written with '-' or '_' alike ('rm-bench' -> 'rm_bench');
+    an unknown name is a DataError listing the known ones."""
+    return registered_name(name, BENCHMARKS, "benchmark")
+
+
+def benchmark_format(name: str) -> str:
+    """The data format of benchmark `name` ('rm_bench' -> 'rm-bench')."""
+    return BENCHMARK_FORMATS[benchmark_name(name)]
+
 
 def score_benchmark(name: str, records: Sequence[PreferenceRecord], results: Sequence[ScoreResult],
                     **options: Any) -> dict[str, Any]:
     """The `name` benchmark's report for records scored as results (same order); options go to its scorer
-    (only processbench takes any: threshold, tune_split)."""
-    if name not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
+    (only processbench takes any: threshold, tune_split). The name may be written with '-' or '_'."""
+    name = benchmark_name(name)
     scorer = BENCHMARKS[name]
     try:
         inspect.signature(scorer).bind(records, results, **options)
@@ -653,8 +679,9 @@ def run_benchmark(name: str, scorer, records: Sequence[PreferenceRecord], *, tun
     threshold is `threshold` when given, else tuned on `tune_records` when given, else tuned on the records'
     own gsm8k split (which must then be present).
     """
-    if name not in BENCHMARKS:
-        raise DataError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(BENCHMARKS)}")
+    name = benchmark_name(name)
+    if name == "rm_bench":  # before scoring: a missing domain would only be found after it
+        _rm_bench_domains_known(records)
     if name != "processbench":
         results = scorer.score(records)
         return results, score_benchmark(name, records, results)
