@@ -6,6 +6,7 @@ as one line naming the file, line and field, with exit code 2; they never surfac
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from contextlib import contextmanager
@@ -16,14 +17,73 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand, TyperGroup
 
 from rewardkit.errors import RewardkitError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train, evaluate, stress-test and serve reward models.")
-data_app = typer.Typer(no_args_is_help=True, help="Look at and convert preference data.")
+EXAMPLE = "Example:"
+
+
+def split_example(help_text: str | None) -> tuple[str | None, str | None]:
+    """(the help without its example, the example as one line): the example is the help's paragraph that
+    starts with "Example:", so a docstring can wrap it over several lines and it still runs as written."""
+    if not help_text:
+        return help_text, None
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    examples = [p for p in paragraphs if p.startswith(EXAMPLE)]
+    if not examples:
+        return help_text, None
+    rest = "\n\n".join(p for p in paragraphs if not p.startswith(EXAMPLE))
+    return rest, " ".join(examples[0][len(EXAMPLE):].split())
+
+
+class _ExampleHelp:
+    """--help ends with the command's example, printed as it is written: one line that Rich neither wraps
+    at the terminal's width nor reads as markup, so it can be copied and run."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["help"], self.example = split_example(kwargs.get("help"))
+        super().__init__(*args, **kwargs)
+
+    def format_help(self, ctx, formatter) -> None:
+        super().format_help(ctx, formatter)
+        if self.example:
+            sys.stdout.flush()  # after what Rich printed
+            formatter.write(f"\n {EXAMPLE}\n   {self.example}\n")
+
+
+class ExampleCommand(_ExampleHelp, TyperCommand):
+    pass
+
+
+class ExampleGroup(_ExampleHelp, TyperGroup):
+    pass
+
+
+app = typer.Typer(name="rewardkit", cls=ExampleGroup, add_completion=False, no_args_is_help=True,
+                  help="Train, evaluate, stress-test and serve reward models.\n\n"
+                       "Each command's --help ends with an example that runs on the files `rewardkit demo` writes "
+                       "to runs/demo (its data, and the model it trained).\n\n"
+                       "Example: rewardkit demo --out runs/demo")
+data_app = typer.Typer(cls=ExampleGroup, no_args_is_help=True,
+                       help="Look at and convert preference data.\n\n"
+                            "Example: rewardkit data inspect runs/demo/data/synthetic_test.jsonl")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
+
+
+def print_version(value: bool) -> None:
+    if value:
+        import rewardkit
+
+        print(f"rewardkit {rewardkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True,
+                                               help="Print rewardkit's version and exit.")] = False) -> None:
+    pass
 
 # -- shared options ----------------------------------------------------------------------------------------------
 MODEL_HELP = ("A reward model (a directory, a hub id, or a packaged offline backbone: 'minilm' or 'smollm2'); "
@@ -166,7 +226,7 @@ def score_with_progress(scorer, records, chunk: int = 256) -> list:
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=ExampleCommand)
 def score(model: ModelOpt,
           input: Annotated[Path, typer.Option("--input", "-i", help="Records to score (any supported format).")],
           output: Annotated[Path, typer.Option("--output", "-o", help="JSONL: one line per record.")],
@@ -179,7 +239,11 @@ def score(model: ModelOpt,
           compile_: CompileOpt = False,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False):
     """Score every response of every record; an interrupted run resumes where it stopped. A process reward
-    model reads responses' steps (their paragraphs when a record gives none) and adds step_rewards."""
+    model reads responses' steps (their paragraphs when a record gives none) and adds step_rewards.
+
+    Example: rewardkit score -m runs/demo/train/best -i runs/demo/data/synthetic_test.jsonl -o
+        runs/demo/scores.jsonl
+    """
     from rewardkit.data import LoadStats, iter_records
     from rewardkit.scoring import partial_path, score_records_to_file
 
@@ -204,7 +268,7 @@ def score(model: ModelOpt,
         console.print(f"wrote {summary.output}: {summary.scored + summary.resumed} records{resumed}{skipped}")
 
 
-@app.command("eval")
+@app.command("eval", cls=ExampleCommand)
 def evaluate_cmd(model: ModelOpt,
                  data: Annotated[Path, typer.Option("--data", "-d", help="Labelled preference data.")],
                  report: Annotated[Path, typer.Option("--report", "-r", help="Directory for the report.")],
@@ -228,7 +292,10 @@ def evaluate_cmd(model: ModelOpt,
                      "--objective", help="The objective these labels speak to, for a multi-objective model's "
                                          "per-objective accuracy (records' own meta.objective wins).")] = None):
     """Evaluate any Scorer: strict accuracy, per subset, calibration and length bias; with --benchmark, the
-    benchmark's own scores too (report.json gets them under the benchmark's name)."""
+    benchmark's own scores too (report.json gets them under the benchmark's name).
+
+    Example: rewardkit eval -m runs/demo/train/best -d runs/demo/data/synthetic_test.jsonl -r runs/demo/eval
+    """
     with user_errors():
         quiet_transformers()
         implied = None
@@ -325,7 +392,7 @@ def benchmark_headline(name: str, bench: dict) -> str:
         f"  (threshold {bench['threshold']:.4g}, {bench['threshold_source']})" + (f"  {auroc}" if auroc else "")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MODEL_HELP)] = None,
           data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Records whose responses to transform.")]
           = None,
@@ -345,7 +412,11 @@ def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MOD
           batch_tokens: BatchTokensOpt = 16384, share_prefix: SharePrefixOpt = None,
           chat_template: TemplateOpt = None, length_calibration: LengthCalibrationOpt = None):
     """Reward-hacking probes: transform responses (flattery, padding, fake citations, ...) and report, per
-    transform, how often the reward rose and by how much, flagging the ones the model is exploitable by."""
+    transform, how often the reward rose and by how much, flagging the ones the model is exploitable by.
+
+    Example: rewardkit probe -m runs/demo/train/best -d runs/demo/data/synthetic_test.jsonl -o runs/demo/probe
+        --limit 100
+    """
     from rewardkit.eval.probes import TRANSFORMS, get_transforms, run_probes, write_probe_report
 
     if list_transforms:
@@ -379,7 +450,7 @@ def probe(model: Annotated[Optional[str], typer.Option("--model", "-m", help=MOD
         console.print(f"report: {paths['markdown']}")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def compare(models: Annotated[list[str], typer.Option(
                 "--model", "-m", help="A model to compare, as NAME=SPEC or SPEC (repeat; SPEC as in eval).")],
             data: Annotated[Path, typer.Option("--data", "-d", help="Preference data all models score.")],
@@ -390,7 +461,11 @@ def compare(models: Annotated[list[str], typer.Option(
             limit: LimitOpt = None, max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto",
             batch_tokens: BatchTokensOpt = 16384, chat_template: TemplateOpt = None):
     """Evaluate several Scorers on the same data: accuracy per subset side by side, calibration, length bias,
-    agreement between them and the examples they disagree on most."""
+    agreement between them and the examples they disagree on most.
+
+    Example: rewardkit compare -m before=minilm -m after=runs/demo/train/best -d
+        runs/demo/data/synthetic_test.jsonl -o runs/demo/compare
+    """
     from rewardkit.eval.compare import compare_scorers, write_comparison
     from rewardkit.models.spec import named_specs
 
@@ -418,7 +493,7 @@ def compare(models: Annotated[list[str], typer.Option(
         console.print(f"report: {paths['markdown']}")
 
 
-@app.command("calibrate-length")
+@app.command("calibrate-length", cls=ExampleCommand)
 def calibrate_length(model: ModelOpt,
                      data: Annotated[Path, typer.Option("--data", "-d", help="Reference responses to fit on.")],
                      out: Annotated[Path, typer.Option("--out", "-o", help="JSON file for the fitted calibration.")],
@@ -429,7 +504,11 @@ def calibrate_length(model: ModelOpt,
                      precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
                      chat_template: TemplateOpt = None):
     """Fit the post-hoc length calibration (METHODS 3.2) of a model on reference data; use it with
-    --length-calibration on score, eval and probe."""
+    --length-calibration on score, eval and probe.
+
+    Example: rewardkit calibrate-length -m runs/demo/train/best -d runs/demo/data/synthetic_train.jsonl -o
+        runs/demo/length.json
+    """
     from rewardkit.eval.length import LengthCalibratedScorer
 
     with user_errors():
@@ -446,7 +525,7 @@ def calibrate_length(model: ModelOpt,
                       f"({summary['unit']}); wrote {out}")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def rerank(model: ModelOpt,
            data: Annotated[Path, typer.Option("--data", "-d", help="Candidates: records with several responses, "
                                                                   "or one solution a row with --group-by-prompt.")],
@@ -463,7 +542,10 @@ def rerank(model: ModelOpt,
            share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None):
     """Best-of-N: rank each record's candidate responses by every step aggregation of a process reward model
     (or by the reward of any other Scorer); where correctness is known, report how often each top pick is
-    right, against a random pick and the oracle."""
+    right, against a random pick and the oracle.
+
+    Example: rewardkit rerank -m runs/demo/train/best -d runs/demo/data/synthetic_test.jsonl -o runs/demo/rerank
+    """
     import json
 
     from rewardkit.eval.rerank import best_of_n_report, group_by_prompt as grouped, rerank as rank
@@ -497,7 +579,7 @@ def rerank(model: ModelOpt,
                       f"oracle {100 * report['oracle']:.1f}%")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def serve(model: ModelOpt,
           host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port")] = 8000,
@@ -524,7 +606,10 @@ def serve(model: ModelOpt,
           share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None,
           length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None,
           compile_: CompileOpt = False):
-    """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics."""
+    """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics.
+
+    Example: rewardkit serve -m runs/demo/train/best --port 8000
+    """
     from rewardkit.serve import serve as run_server
 
     with user_errors():
@@ -539,14 +624,17 @@ def serve(model: ModelOpt,
                    graceful_timeout_s=graceful_timeout, log_level=log_level, torch_threads=torch_threads)
 
 
-@data_app.command("inspect")
+@data_app.command("inspect", cls=ExampleCommand)
 def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datasets directory.")],
                  format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
                  skip_bad: SkipBadOpt = True,
                  model: Annotated[Optional[str], typer.Option(
                      "--model", "-m", help="Count lengths in this model's tokens (else whitespace words).")] = None,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False):
-    """Counts, label kinds, token-length histogram and problems found (bad rows are counted, not fatal)."""
+    """Counts, label kinds, token-length histogram and problems found (bad rows are counted, not fatal).
+
+    Example: rewardkit data inspect runs/demo/data/synthetic_test.jsonl -m minilm
+    """
     import json
 
     from rewardkit.data import format_inspection, inspect_records
@@ -564,13 +652,16 @@ def data_inspect(path: Annotated[Path, typer.Argument(help="A data file or datas
         print(json.dumps(summary, indent=2) if as_json else format_inspection(summary))
 
 
-@data_app.command("convert")
+@data_app.command("convert", cls=ExampleCommand)
 def data_convert(path: Annotated[Path, typer.Argument(help="A data file or datasets directory.")],
                  out: Annotated[Path, typer.Argument(help="Canonical JSONL to write.")],
                  format: FormatOpt = None, map: MapOpt = None, format_option: FormatOptionOpt = None,
                  skip_bad: SkipBadOpt = False,
                  split: SplitOpt = "all", limit: LimitOpt = None):
-    """Convert any supported format to canonical JSONL (one PreferenceRecord a line)."""
+    """Convert any supported format to canonical JSONL (one PreferenceRecord a line).
+
+    Example: rewardkit data convert runs/demo/data/synthetic_train.jsonl runs/demo/heldout.jsonl --split test
+    """
     from rewardkit.data import write_canonical_jsonl
 
     with user_errors():
@@ -579,7 +670,7 @@ def data_convert(path: Annotated[Path, typer.Argument(help="A data file or datas
         console.print(f"wrote {len(loaded.records)} records to {out}")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
           set_: Annotated[Optional[list[str]], typer.Option(
               "--set", help="Override any config field: key=value (repeatable; dotted keys like lora.r=8).")] = None,
@@ -593,7 +684,11 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
           lr: Annotated[Optional[float], typer.Option("--lr")] = None,
           max_length: MaxLenOpt = None,
           batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Records per optimizer step.")] = None):
-    """Train a reward model. Running the same command again resumes from OUTPUT/last."""
+    """Train a reward model. Running the same command again resumes from OUTPUT/last.
+
+    Example: rewardkit train -m minilm -d runs/demo/data/synthetic_train.jsonl --eval-data
+        runs/demo/data/synthetic_test.jsonl -o runs/mine --epochs 1
+    """
     from rewardkit.train import load_config
     from rewardkit.train import train as run_training
 
@@ -615,10 +710,13 @@ def print_training(result) -> None:
                       f"(best {100 * result.best_accuracy:.1f}%)")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def export(model: ModelOpt,
            output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the portable checkpoint.")]):
-    """Write a portable checkpoint: LoRA adapters merged in, loadable with plain transformers."""
+    """Write a portable checkpoint: LoRA adapters merged in, loadable with plain transformers.
+
+    Example: rewardkit export -m runs/demo/train/best -o runs/demo/portable
+    """
     from rewardkit.models.reward_model import RewardModel
 
     with user_errors():
@@ -629,7 +727,7 @@ def export(model: ModelOpt,
         console.print(f"wrote {output}")
 
 
-@app.command()
+@app.command(cls=ExampleCommand)
 def demo(out: Annotated[Path, typer.Option("--out", help="Where to write data, checkpoints and reports.")] = Path("runs/demo"),
          model: Annotated[str, typer.Option("--model", "-m")] = "minilm",
          precision: PrecisionOpt = "auto"):
@@ -637,6 +735,8 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Where to write data, c
 
     Trains on the HH-RLHF harmless-base train split when ../shared/data (or $REWARDKIT_DATA) is present,
     else on rewardkit's synthetic preference task, whose gold reward is known.
+
+    Example: rewardkit demo --out runs/demo
     """
     from rewardkit.demo import run_demo
 
