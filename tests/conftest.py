@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision="auto" computes in fp32 in every test, whatever this machine's bf16 probe says, so the suite runs
+# the same arithmetic everywhere; tests/test_precision.py tests the probe itself.
+os.environ.setdefault("REWARDKIT_AUTO_PRECISION", "fp32")
 # The run's own cache (GGUF backbones dequantized once, rewardkit.models.gguf): tests never write to ~/.cache.
 if "REWARDKIT_CACHE" not in os.environ:
     os.environ["REWARDKIT_CACHE"] = tempfile.mkdtemp(prefix="rewardkit-test-cache-")
@@ -24,8 +27,8 @@ def cpu_kernels():
 
     module = kernels.load()
     if module is None:
-        pytest.skip("the compiled CPU kernels do not run here (needs AMX, MKL and a C++ compiler; "
-                    "REWARDKIT_KERNELS not off)")
+        reason = kernels.unavailable_reason() or "they could not be built (no C++ compiler?)"
+        pytest.skip(f"the compiled CPU kernels do not run here: {reason}")
     return module
 
 

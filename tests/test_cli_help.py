@@ -16,7 +16,7 @@ from rewardkit.cli import app, split_example
 
 runner = CliRunner()
 COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "serve", "data inspect",
-            "data convert", "train", "export", "demo"]
+            "data convert", "train", "export", "demo", "doctor"]
 
 
 def help_of(command: str, columns: int = 80) -> str:

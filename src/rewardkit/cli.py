@@ -98,7 +98,8 @@ MapOpt = Annotated[Optional[str], typer.Option(
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Count and skip bad rows instead of stopping.")]
 MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", help="Token limit per sequence (prompt "
                                                                        "is cut from the left first).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where fast), fp32 or bf16.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (bf16 where measured fast: see rewardkit doctor), "
+                                                             "fp32 or bf16.")]
 BatchTokensOpt = Annotated[int, typer.Option("--batch-tokens", help="Tokens (padding included) per forward pass.")]
 SharePrefixOpt = Annotated[Optional[bool], typer.Option(
     "--share-prefix/--no-share-prefix", help="Score a prompt's responses in one packed row (default: wherever the "
@@ -745,6 +746,23 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Where to write data, c
         run_demo(out, model=model, precision=precision, log=lambda m: console.print(m, highlight=False))
         console.print(f"reports: {out / 'before' / 'report.md'}, {out / 'report' / 'report.md'}; "
                       f"model: {out / 'train' / 'best'}")
+
+
+@app.command(cls=ExampleCommand)
+def doctor(refresh: Annotated[bool, typer.Option("--refresh", help="Time the precision probe again.")] = False,
+           as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False):
+    """What this machine gives rewardkit: versions, device, what --precision auto picks and the probe it
+    measured, and whether the native CPU kernels run.
+
+    Example: rewardkit doctor --json
+    """
+    import json
+
+    from rewardkit.doctor import format_report, machine_report
+
+    with user_errors():
+        report = machine_report(refresh_probe=refresh)
+    print(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
 def main() -> None:

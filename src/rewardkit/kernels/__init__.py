@@ -42,6 +42,15 @@ def kernels_enabled() -> bool:
     return os.environ.get(KERNELS_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+def unavailable_reason() -> str | None:
+    """Why `load()` gives None on this machine before trying to build, or None when it will try."""
+    if not kernels_enabled():
+        return f"switched off ({KERNELS_ENV}=off)"
+    if not _cpu_can_run():
+        return "they need a CPU with AMX and a PyTorch build with MKL"
+    return None
+
+
 def _cpu_can_run() -> bool:
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(amx and amx()) and torch.backends.mkl.is_available()
@@ -49,7 +58,7 @@ def _cpu_can_run() -> bool:
 
 def load() -> ModuleType | None:
     """The compiled module (see bindings.cpp for its functions), or None (see the module docstring)."""
-    if not kernels_enabled() or not _cpu_can_run():
+    if unavailable_reason() is not None:
         return None
     with _lock:
         if "cpu" not in _loaded:

@@ -17,18 +17,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from rewardkit.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: the switch this module obeys)
 from rewardkit.io import atomic_directory
-
-CACHE_ENV = "REWARDKIT_CACHE"
-
-
-def cache_root() -> Path | None:
-    """rewardkit's cache folder, or None when `REWARDKIT_CACHE=off`."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured is not None:
-        return None if configured.strip().lower() in ("off", "0", "") else Path(configured).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rewardkit"
 
 
 def cache_key(gguf_path: Path) -> str:
