@@ -24,3 +24,18 @@ def test_demo_trains_and_reports_on_the_synthetic_task(bert_dir, tmp_path, monke
                      synthetic_sizes=(96, 48))
     assert again["steps"] == summary["steps"] > 0
     assert again["after"]["accuracy"] == summary["after"]["accuracy"]
+
+
+def test_the_help_examples_data_is_written_beside_real_data(tmp_path, monkeypatch):
+    """Every --help example reads runs/demo/data/synthetic_*.jsonl, so the demo writes them whatever it trains on."""
+    from rewardkit.demo import HH_HARMLESS, plan
+
+    shared = tmp_path / "shared"
+    (shared / HH_HARMLESS).parent.mkdir(parents=True)
+    (shared / HH_HARMLESS).write_bytes(b"")
+    monkeypatch.setenv("REWARDKIT_DATA", str(shared))
+    chosen = plan(tmp_path / "demo", synthetic_sizes=(8, 4))
+    assert chosen.name == "HH-RLHF harmless-base"
+    lines = (tmp_path / "demo" / "data" / "synthetic_test.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["responses"]
+    assert (tmp_path / "demo" / "data" / "synthetic_train.jsonl").is_file()

@@ -30,17 +30,18 @@ class DemoPlan:
 
 
 def plan(out: Path, synthetic_sizes: tuple[int, int] = (1600, 400)) -> DemoPlan:
-    """Real data when present, else the synthetic task written out as files (as a user's data would be)."""
-    shared = shared_data_dir()
-    if shared is not None and (shared / HH_HARMLESS).is_file():
-        path = shared / HH_HARMLESS
-        return DemoPlan("HH-RLHF harmless-base", path, path, "train", "test", epochs=1)
+    """Real data when present, else the synthetic task. The synthetic task is written out as files (as a
+    user's data would be) either way: every command's --help example runs on them."""
     from rewardkit.data.synthetic import synthetic_splits
 
     train_records, test_records = synthetic_splits(*synthetic_sizes, seed=0)
     data = out / "data"
     write_canonical_jsonl(train_records, data / "synthetic_train.jsonl")
     write_canonical_jsonl(test_records, data / "synthetic_test.jsonl")
+    shared = shared_data_dir()
+    if shared is not None and (shared / HH_HARMLESS).is_file():
+        path = shared / HH_HARMLESS
+        return DemoPlan("HH-RLHF harmless-base", path, path, "train", "test", epochs=1)
     return DemoPlan("synthetic task (known gold reward)", data / "synthetic_train.jsonl",
                     data / "synthetic_test.jsonl", "all", "all", epochs=2)
 
