@@ -274,7 +274,9 @@ def test_model_same_logits_and_gradients(kind, hybrid_calls, tmp_path):
     json.loads(config_text)
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert reloaded.config._attn_implementation == "sdpa"
-    torch.testing.assert_close(reloaded(input_ids=batch[0], attention_mask=batch[1]).logits, want_logits)
+    # fp32: the reloaded weights sit at other memory offsets, where the GEMMs can round differently; 1e-5
+    torch.testing.assert_close(reloaded(input_ids=batch[0], attention_mask=batch[1]).logits, want_logits,
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_config_saved_while_switched_has_no_custom_name(tmp_path):

@@ -108,7 +108,9 @@ def test_cached_smollm2_equals_the_direct_gguf_load(monkeypatch, tmp_path):
 
     want, got = direct.state_dict(), cached.state_dict()
     assert want.keys() == got.keys()
-    assert all(torch.equal(want[k], got[k]) for k in want)  # the head too: same seed, same init
+    # bit-exact: the same dequantized values, saved and loaded back with no forward pass; the head too: same
+    # seed, same init
+    assert all(torch.equal(want[k], got[k]) for k in want)
     assert cached.meta == direct.meta and cached.meta.base_model == "smollm2"
     a, b = direct.tokenizer, cached.tokenizer
     assert a.get_vocab() == b.get_vocab() and a.chat_template == b.chat_template
@@ -118,4 +120,6 @@ def test_cached_smollm2_equals_the_direct_gguf_load(monkeypatch, tmp_path):
     items = [ScoreItem([{"role": "user", "content": "Capital of France?"}],
                        [Response("Paris."), Response("I don't know.")])]
     scores = [RewardModelScorer(m, precision="fp32").score(items)[0].rewards for m in (direct, cached)]
-    assert scores[0] == scores[1]
+    # fp32, not bit-exact: the direct load holds the weights in fresh memory, the cached one where safetensors
+    # maps them (at file offsets), and MKL's GEMM can round differently with another alignment; 1e-5 relative
+    assert scores[1] == pytest.approx(scores[0], rel=1e-5, abs=1e-6)
