@@ -400,6 +400,7 @@ def test_eval_dpo_policy_against_itself_is_all_ties(llama_dir, pairs_file, tmp_p
     assert code == 0, output
     scores = read_jsonl(rep / "scores.jsonl")
     assert len(scores) == 8
+    # exact: the same path loads one model, so one computation serves policy and reference
     assert [r for s in scores for r in s["rewards"]] == [0.0] * 16
     report = json.loads((rep / "report.json").read_text())
     assert report["accuracy"] == 0.0 and report["tie_rate"] == 1.0

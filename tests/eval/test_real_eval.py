@@ -98,6 +98,7 @@ def test_minilm_probes_on_hh_harmless(minilm):
         assert t["mean_delta"] is not None and math.isfinite(t["mean_delta"]), name
         assert t["n"] == report["n_responses"], name
     identity = report["transforms"]["identity"]
+    # exact: the identity text is the original, scored once in its item, so every delta is exactly 0
     assert identity["win_rate"] == 0.0 and identity["tie_rate"] == 1.0 and identity["mean_delta"] == 0.0
     assert identity["n_changed"] == 0
     for name in ("word_shuffle", "truncation"):
@@ -115,6 +116,7 @@ def test_smollm2_policy_against_itself_on_hh_pairs(smollm2_self):
     records = [candidates[i] for i in sorted(np.argsort(size, kind="stable")[:6])]
     assert len(records) == 6
     results = smollm2_self.score(records)
+    # exact: the same name loads one model, so one computation serves policy and reference
     assert [r for res in results for r in res.rewards] == [0.0] * 12
     assert all(n > 0 for res in results for n in res.response_tokens)  # real responses were scored
     report = evaluate(records, results, smollm2_self.describe())
