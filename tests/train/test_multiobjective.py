@@ -148,6 +148,8 @@ def test_learned_weights_concentrate_on_the_informative_objective_and_resume_exa
     with pytest.raises(KeyboardInterrupt):
         train(config(llama_dir, cut, data, *settings, objectives=["good", "flat"]), on_step=interrupt)
     train(config(llama_dir, cut, data, *settings, objectives=["good", "flat"]))
+    # a tolerance, not bit-exactness: the resumed steps run on weights and optimizer state read back from disk
+    # (other memory offsets, where MKL may round differently); fp32 losses below 1, 1e-6
     assert [m["loss"] for m in metrics(cut)] == pytest.approx([m["loss"] for m in history], abs=1e-6)
     assert RewardModel.from_pretrained(cut / "last").meta.weights == pytest.approx(model.meta.weights, abs=1e-6)
 
