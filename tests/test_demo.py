@@ -23,6 +23,7 @@ def test_demo_trains_and_reports_on_the_synthetic_task(bert_dir, tmp_path, monke
     again = run_demo(tmp_path / "demo", model=str(bert_dir), precision="fp32", log=lambda _: None,
                      synthetic_sizes=(96, 48))
     assert again["steps"] == summary["steps"] > 0
+    # exact: the identical seeded training again in this process (same files, shapes and threads)
     assert again["after"]["accuracy"] == summary["after"]["accuracy"]
 
 

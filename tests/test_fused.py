@@ -181,6 +181,8 @@ def test_linear_on_master_weights_matches_bf16_copies(cpu_kernels, bias):
     got = run_layer(layer)
     restore_layers(layer)
     assert got[0].dtype == torch.bfloat16 and got[2].dtype == torch.float32
+    # bit-exact by design: the forward is nn.functional.linear on the same bf16 copies, the input gradient the
+    # same bf16 product; only the weight gradient goes through the kernel
     torch.testing.assert_close(got[0], eager[0], atol=0, rtol=0)
     torch.testing.assert_close(got[1], eager[1], atol=0, rtol=0)
     exact_w = grad.double().flatten(0, 1).t() @ x.double().flatten(0, 1)
@@ -197,7 +199,7 @@ def test_linear_without_gradients_casts_and_computes(cpu_kernels, monkeypatch):
     use_fused_layers(layer)
     x = torch.randn(4, 16).bfloat16()
     want = torch.nn.functional.linear(x, layer.weight.bfloat16(), layer.bias.bfloat16())
-    with torch.no_grad():
+    with torch.no_grad():  # bit-exact by design: the layer casts and calls nn.functional.linear itself
         torch.testing.assert_close(layer(x), want, atol=0, rtol=0)
     layer.requires_grad_(False)  # frozen (a LoRA base layer): nothing to differentiate
     torch.testing.assert_close(layer(x), want, atol=0, rtol=0)
@@ -241,6 +243,8 @@ def test_reward_model_bf16_pass_keeps_linear_weights_fp32(cpu_kernels, backbone,
     monkeypatch.setattr(fused._MasterLinear, "apply", lambda *a: calls.append(1) or real(*a))
     rewards, grads = train_pass(model)
     assert len(calls) == len(linears)
+    # bit-exact by design: the forward is nn.functional.linear on the same bf16 copies of the same weights (two
+    # loads of one file, one seeded head); only the weight gradients go through the kernel
     torch.testing.assert_close(rewards, want_rewards, atol=0, rtol=0)
     assert grads.keys() == want_grads.keys()
     for name, g in grads.items():

@@ -92,6 +92,7 @@ def test_gold_scorer_reproduces_meta_gold(pairs):
     scorer = gold_scorer()
     assert scorer.describe()["name"] == "gold"
     results = scorer.score(pairs[:50])
+    # exact: the same pure Python function of the same texts (rounded to 6 decimals) that wrote meta["gold"]
     assert [res.rewards for res in results] == [rec.meta["gold"] for rec in pairs[:50]]
 
 

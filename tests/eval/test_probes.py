@@ -554,6 +554,7 @@ def test_run_probes_through_a_tiny_reward_model(llama_dir):
         assert all(math.isfinite(x) for x in s["mean_delta_ci"] + s["win_rate_ci"])
         assert math.isfinite(s["flip_rate"])
     ident = report["transforms"]["identity"]
+    # exact: the identity text is the original, scored once in its item, so every delta is exactly 0
     assert ident["win_rate"] == 0.0 and ident["tie_rate"] == 1.0 and ident["mean_delta"] == 0.0
     assert report["scorer"]["inner"]["kind"] == "reward_model"
 

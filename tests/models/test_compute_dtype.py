@@ -42,7 +42,8 @@ def test_scoring_cache_follows_weight_updates(llama_dir):
     scorer = RewardModelScorer(model, device="cpu", precision="bf16")
     items = [ScoreItem(PROMPT, [Response(a) for a in ANSWERS])]
     before = scorer.score(items)[0].rewards
-    assert scorer.score(items)[0].rewards == before  # cached copies, same answer
+    # bit-exact: the same scorer's same call again, on its cached bf16 copies (same values, plans and threads)
+    assert scorer.score(items)[0].rewards == before
     with torch.no_grad():
         for p in model.hf_model.base_model.parameters():
             p.mul_(1.5)  # an optimizer step, in place

@@ -349,6 +349,8 @@ def test_http_judge_round_robin_and_concurrency(server):
          for i in range(4) for j in range(i + 1, 4)}
     assert rewards == pytest.approx(rewards_from_log_odds(4, L), abs=1e-9)
     assert np.argsort(rewards).tolist() == [2, 0, 3, 1]
+    # bit-exact: the fake server's log-probs are a pure function of the request, and the answers come back in
+    # order (pool.map) whatever the concurrency, so the same Python arithmetic runs on the same numbers
     assert http_scorer(server, concurrency=4).score([item])[0].rewards == rewards
 
 
@@ -368,7 +370,7 @@ def test_http_judge_retries_rate_limits_and_server_errors(server):
     server.requests.clear()
     server.fail = [500, 429]
     scorer = http_scorer(server, max_retries=3)
-    assert scorer.score([item])[0].rewards == clean
+    assert scorer.score([item])[0].rewards == clean  # bit-exact: the same answers, the same Python arithmetic
     assert len(server.requests) == 4 and scorer.describe()["retries"] == 2
 
 

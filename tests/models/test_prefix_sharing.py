@@ -222,7 +222,7 @@ def test_best_of_n_scores_match_with_and_without_prefix_sharing(llama_dir):
     assert padded_scorer.describe()["batch_plan"] == "padded"
     assert len(shared) == 16 and len(set(shared)) > 8  # distinct responses get distinct rewards
     assert shared == pytest.approx(padded, abs=1e-5)
-    assert default == shared
+    assert default == shared  # bit-exact: the default plan is the shared-prefix one, on the same model object
 
     # a budget below one item: every item is its own forward pass (for padded rows, each item alone is over it)
     small_scorer, small_shared = rewards(share_prefix=True, batch_tokens=40)

@@ -145,7 +145,7 @@ def test_cache_round_trip_and_reuse(llama_dir, tmp_path, monkeypatch):
     assert (cache / "features.safetensors").is_file() and (cache / "features.json").is_file()
     loaded = Features.load(cache, model=model)
     for name in ("response_features", "prompt_features", "response_tokens", "offsets"):
-        assert torch.equal(getattr(loaded, name), getattr(feats, name))
+        assert torch.equal(getattr(loaded, name), getattr(feats, name))  # exact: saved, loaded, no arithmetic
     assert loaded.ids == ["0", "1", "2"] and loaded.objectives == ["help", "harm"]
 
     # a second extraction reads the cache and never runs the backbone
@@ -153,7 +153,7 @@ def test_cache_round_trip_and_reuse(llama_dir, tmp_path, monkeypatch):
         raise AssertionError("the backbone ran")
     monkeypatch.setattr(features_module, "backbone_features", boom)
     again = extract_features(model, ITEMS, precision="fp32", cache=cache)
-    assert torch.equal(again.response_features, feats.response_features)
+    assert torch.equal(again.response_features, feats.response_features)  # exact: read back, not recomputed
     # ... but not for other items: a clear error, and the cache is left alone
     with pytest.raises(FeatureCacheError, match="other items"):
         extract_features(model, ITEMS[:2], precision="fp32", cache=cache)

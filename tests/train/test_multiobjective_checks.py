@@ -50,6 +50,7 @@ def test_values_at_masked_positions_do_not_change_the_loss_or_its_gradient():
         loss.backward()
         grads.append((loss.item(), p.grad))
     for loss, grad in grads[1:]:
+        # the gradient bit-exact: masked entries get an exact zero, the others the same arithmetic on the same values
         assert loss == pytest.approx(grads[0][0], abs=1e-12) and torch.equal(grad, grads[0][1])
     assert math.isfinite(grads[2][0])
 
