@@ -142,7 +142,11 @@ def test_only_needed_gradients_are_computed():
 
 @pytest.fixture
 def hybrid_calls(monkeypatch):
-    """Counts calls of RecomputeBackwardAttention.apply."""
+    """Counts calls of RecomputeBackwardAttention.apply, with the recompute backward used in fp32 too (by
+    default only bf16 training takes it), so the dispatch is checked against SDPA at fp32's tolerance."""
+    import rewardkit.attention as attention
+
+    monkeypatch.setattr(attention, "RECOMPUTE_BACKWARD_DTYPES", frozenset({torch.float32, torch.bfloat16}))
     calls = []
     original = RecomputeBackwardAttention.apply
 
@@ -194,6 +198,20 @@ def test_dispatch_falls_back_to_sdpa(hybrid_calls):
     assert hybrid_calls == []
     fast_sdpa_attention_forward(module, *qkv(1, 1, 4, HYBRID_MAX_KV_LENGTH, 4, torch.float32), None)
     assert len(hybrid_calls) == 1
+
+
+def test_by_default_fp32_training_keeps_sdpa_and_bf16_takes_the_recompute_backward(monkeypatch):
+    calls = []
+    original = RecomputeBackwardAttention.apply
+    monkeypatch.setattr(RecomputeBackwardAttention, "apply", lambda *args: calls.append(args) or original(*args))
+    module = _module()
+    fast_sdpa_attention_forward(module, *qkv(1, 2, 8, 8, 4, torch.float32), None)
+    assert calls == []
+    fast_sdpa_attention_forward(module, *(t.bfloat16() for t in qkv(1, 2, 8, 8, 4, torch.float32)), None)
+    assert len(calls) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_sdpa_attention_forward(module, *qkv(1, 2, 8, 8, 4, torch.float32), None)
+    assert len(calls) == 2
 
 
 def test_autocast_behaves_like_sdpa(hybrid_calls):

@@ -9,9 +9,12 @@ backward by one that recomputes the attention probabilities:
   (row, head) on cache-sized score tiles and skips key columns a block of queries cannot see (causal and packed
   block masks): 1.7-2x faster than the flash backward from 320 to 1,024 keys and 2-3x faster than the
   chunked PyTorch backward below, so it is used at every length;
-- otherwise (fp32, or no kernel) a plain PyTorch backward of a few large batched matmuls, which wins while the
+- otherwise in bf16 (no kernel) a plain PyTorch backward of a few large batched matmuls, which wins while the
   (q_len x kv_len) score matrix is small and loses for long sequences, so it is only used below
   `HYBRID_MAX_KV_LENGTH` keys.
+
+In fp32 SDPA's own backward runs (`RECOMPUTE_BACKWARD_DTYPES`): the recompute backward's gain was measured in
+bf16, and in fp32 it was slower.
 
 In bf16 with head width 32 or 64, the forward runs in a compiled AMX kernel too (`attention_forward.cpp`,
 `_fused_forward`), in training and in passes without gradients (scoring), where PyTorch's flash kernel spends
@@ -39,6 +42,9 @@ FAST_ATTENTION_NAME = "rewardkit_sdpa"
 #: 128 keys 104 vs 32 ms, 184: 137 vs 52, 224: 118 vs 66, 256: 124 vs 86; at b=16: 320: 76 vs 62, 384: 99 vs
 #: 99, 512: 178 vs 183.
 HYBRID_MAX_KV_LENGTH = 320
+#: Compute dtypes whose training backward is the recompute one. Not fp32: there SDPA's own backward was as fast
+#: or faster, 0.97-1.45x, at MiniLM and SmolLM2 shapes on a 2-core AVX2 EPYC (`bench/attention_cpu.py`).
+RECOMPUTE_BACKWARD_DTYPES = frozenset({torch.bfloat16})
 #: Score elements (rows x h x q x kv) per backward chunk, about 4 MB of float32 scores: the backward is a
 #: chain of elementwise passes over the scores, memory-bound once they spill out of cache. Measured before
 #: the additive-mask change: 184 keys 60 ms chunked vs 120 unchunked; 256: 127 vs 229.
@@ -251,13 +257,18 @@ def _use_recompute_backward(query, key, value, attention_mask, dropout, kwargs) 
         return False
     if query.shape[2] < 2 or key.shape[2] == 0:
         return False
+    if _compute_dtype_of(query) not in RECOMPUTE_BACKWARD_DTYPES:
+        return False
     return key.shape[2] <= HYBRID_MAX_KV_LENGTH or _fused_kernel_runs(query)
 
 
+def _compute_dtype_of(query: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in: autocast's, else the input's."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+
+
 def _computes_in_bf16(query: torch.Tensor) -> bool:
-    """bf16 compute: the input's dtype, or autocast's."""
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    return dtype == torch.bfloat16
+    return _compute_dtype_of(query) == torch.bfloat16
 
 
 def _fused_kernel_runs(query: torch.Tensor) -> bool:
