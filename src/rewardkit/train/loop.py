@@ -82,7 +82,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     `on_step(step, metrics)` is called after every optimizer step (and after that step's checkpoint).
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, gather_object
+    from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
     # -- setup ---------------------------------------------------------------------------------------------
     out = Path(config.output)
@@ -95,6 +95,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         raise RewardkitError("length_head and learned combination weights read parameters outside the forward "
                              "pass, which FSDP and DeepSpeed shard; train them with DDP or one process")
     precision = resolve_precision(config.precision, accelerator.device)
+    if world > 1:  # "auto" may be a probe timed per process: every rank computes in the main process's choice
+        precision = broadcast_object_list([precision])[0]
     resume_state = _resume_point(out, config)
     torch.manual_seed(config.seed)
 
