@@ -96,6 +96,8 @@ def test_fast_attention_really_runs_on_packed_plans(llama_dir, monkeypatch):
     """The fast attention's own backward (not a silent fallback to SDPA) handles the 4D packed mask."""
     import rewardkit.attention as attention
 
+    # fp32 training keeps SDPA's backward by default; the recompute one is forced on to check it at fp32's tolerance
+    monkeypatch.setattr(attention, "RECOMPUTE_BACKWARD_DTYPES", frozenset({torch.float32, torch.bfloat16}))
     calls = []
     apply = attention.RecomputeBackwardAttention.apply
     monkeypatch.setattr(attention.RecomputeBackwardAttention, "apply",
