@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -129,6 +130,16 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def request_log(self, until, timeout: float = 15.0) -> list[dict]:
+        """The JSON request-log lines, once `until(lines)` holds: the server writes a request's line after the
+        response has gone out, so a client that just got its answer may read the log before the line is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(x) for x in self.log().splitlines() if x.startswith('{"event": "request"')]
+            if until(lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
 
     def terminate(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -3,6 +3,7 @@ ids give the library's scores; concurrent requests each get their own; bad input
 API key, health, readiness, metrics and request log work."""
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -209,9 +210,15 @@ def test_api_key_is_required_except_for_health_and_ready(rm_server):
 def test_metrics_count_requests_batches_and_latency(rm_server):
     assert post(rm_server, {"prompt": "q", "responses": ["a", "b"]}).status_code == 200
     assert post(rm_server, {"prompt": 1, "responses": ["a"]}).status_code == 422
-    text = httpx.get(f"{rm_server.url}/metrics", headers=AUTH).text
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
+    # A request is counted after its response has gone out: read the metrics until the last one shows.
+    deadline = time.monotonic() + 15
+    while True:
+        text = httpx.get(f"{rm_server.url}/metrics", headers=AUTH).text
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line and not line.startswith("#")}
+        if samples.get('rewardkit_requests_total{path="/score",status="422"}', 0) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert samples['rewardkit_requests_total{path="/score",status="200"}'] >= 1
     assert samples['rewardkit_requests_total{path="/score",status="422"}'] >= 1
     assert samples["rewardkit_batch_requests_count"] >= 1
@@ -225,8 +232,11 @@ def test_metrics_count_requests_batches_and_latency(rm_server):
 def test_one_json_log_line_per_request(rm_server):
     assert post(rm_server, {"items": [{"prompt": "log me", "responses": ["a", "b", "c"]},
                                       {"prompt": "and me", "responses": ["d"]}]}).status_code == 200
-    lines = [json.loads(x) for x in rm_server.log().splitlines() if x.startswith('{"event": "request"')]
-    scored = [x for x in lines if x["path"] == "/score" and x["status"] == 200 and x["items"] == 2]
+    def scored_in(lines):
+        return [x for x in lines if x["path"] == "/score" and x["status"] == 200 and x["items"] == 2]
+
+    lines = rm_server.request_log(until=scored_in)
+    scored = scored_in(lines)
     assert scored and scored[-1]["responses"] == 4 and scored[-1]["method"] == "POST"
     assert isinstance(scored[-1]["latency_ms"], float)
     assert any(x["status"] == 401 for x in lines)
