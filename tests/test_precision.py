@@ -137,3 +137,14 @@ def test_doctor_reports_the_probe_and_what_auto_picks(probe_env, monkeypatch):
     monkeypatch.setenv(precision.AUTO_ENV, "maybe")
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 2 and "REWARDKIT_AUTO_PRECISION must be bf16 or fp32" in result.output
+
+
+def test_doctor_refresh_measures_once_and_reports_the_new_figure(probe_env, monkeypatch):
+    from rewardkit.doctor import machine_report
+
+    fake_speeds(monkeypatch, 100.0, 50.0)
+    assert machine_report()["precision_auto"]["picks"] == "fp32"
+    measured = fake_speeds(monkeypatch, 100.0, 300.0)  # the machine changed (say, a new PyTorch build)
+    report = machine_report(refresh_probe=True)
+    assert measured == [torch.float32, torch.bfloat16]
+    assert report["precision_auto"]["picks"] == "bf16" and report["precision_auto"]["probe"]["bf16_gflops"] == 300.0

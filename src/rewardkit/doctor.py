@@ -27,13 +27,15 @@ def machine_report(refresh_probe: bool = False) -> dict:
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name(device)
     override = precision.auto_override()
+    if override is None and device.type == "cpu":
+        precision.cpu_probe(refresh=refresh_probe)  # first, so what auto picks below reads this figure
     auto = {"picks": precision.resolve_precision("auto", device)}
     if override is not None:
         auto["because"] = f"{precision.AUTO_ENV}={override}"
     elif device.type == "cuda":
         auto["because"] = "bf16 is supported on this GPU" if auto["picks"] == "bf16" else "no bf16 on this GPU"
     else:
-        probe = precision.cpu_probe(refresh=refresh_probe)
+        probe = precision.cpu_probe()
         auto["because"] = (f"bf16 products ran {probe.bf16_speedup:.2f}x fp32 (bf16 needs "
                            f"{precision.BF16_MIN_SPEEDUP}x)")
         auto["probe"] = {"fp32_gflops": probe.fp32_gflops, "bf16_gflops": probe.bf16_gflops,
