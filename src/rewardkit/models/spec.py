@@ -8,6 +8,8 @@
     judge:MODEL[?prompt=ID]                    a local causal LM as a pairwise judge (METHODS §8)
     judge:http(s)://HOST/v1?model=NAME         any OpenAI-compatible endpoint as a pairwise judge
     python:MODULE:CALLABLE                     your own Scorer: CALLABLE() returns it (gold functions, ensembles)
+    http(s)://HOST:PORT                        a running `rewardkit serve`, through RewardClient (its API key from
+                                               $REWARDKIT_API_KEY); the server's own settings apply
 
 A NAME=SPEC prefix, where a command takes several models, only names the model in reports.
 """
@@ -48,6 +50,9 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     share_prefix, ...) apply to reward models; `length_calibration` wraps any Scorer in the post-hoc length
     calibration saved at that path (rewardkit.eval.length)."""
     spec = spec.strip()
+    if spec.startswith(("http://", "https://")):
+        return _remote_scorer(spec, max_length=max_length, chat_template=chat_template,
+                              length_calibration=length_calibration, **reward_model_options)
     if "aggregation" in reward_model_options and spec.startswith(("python:", "dpo:", "judge:")):
         raise RewardkitError(f"aggregation applies to process reward models, not to {spec.split(':')[0]}: scorers")
     if reward_model_options.get("compile") and (spec.startswith(("python:", "dpo:", "judge:"))
@@ -82,6 +87,24 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
 
         scorer = RewardModelScorer.from_pretrained(spec, max_length=max_length, chat_template=chat_template,
                                                    precision=precision, **reward_model_options)
+    if length_calibration:
+        from rewardkit.eval.length import LengthCalibratedScorer
+
+        scorer = LengthCalibratedScorer.load(scorer, length_calibration)
+    return scorer
+
+
+def _remote_scorer(url: str, *, length_calibration: str | None, **options) -> Scorer:
+    """A served model: how it tokenizes, batches and truncates is the server's business, so the local
+    loading options are refused when set (defaults, as the CLI passes them, are fine)."""
+    from rewardkit.client import RewardClient
+
+    set_options = sorted(k for k, v in options.items()
+                         if v not in (None, False, "auto") and k not in ("batch_tokens", "share_prefix"))
+    if set_options:
+        raise RewardkitError(f"{url}: {', '.join(set_options)} cannot be set for a served model; start the server "
+                             "with them")
+    scorer: Scorer = RewardClient(url)
     if length_calibration:
         from rewardkit.eval.length import LengthCalibratedScorer
 
