@@ -27,14 +27,7 @@ Two backends behind one interface (`label_logprobs(conversations, labels)`):
 
 from __future__ import annotations
 
-import http.client
-import json
 import math
-import os
-import socket
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -47,6 +40,7 @@ from rewardkit.batching import budget_batches, plan_padded
 from rewardkit.data.record import Message
 from rewardkit.errors import ModelError, RewardkitError
 from rewardkit.models.implicit import load_causal_lm, pad_id_of, tail_logits
+from rewardkit.models.openai_chat import ChatEndpoint, EndpointError
 from rewardkit.models.reward_model import resolve_model
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, default_device, resolve_precision
@@ -55,7 +49,7 @@ from rewardkit.text import PLAIN_CHAT_TEMPLATE, Encoded, common_prefix_length, s
 Labels = tuple[str, str]
 
 
-class JudgeError(RewardkitError):
+class JudgeError(EndpointError):
     """A judge endpoint that fails or answers in a form the judge cannot read."""
 
 
@@ -304,38 +298,37 @@ class LocalJudge:
         }
 
 
-#: Statuses worth retrying: rate limits, timeouts and server-side failures.
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
 class HTTPJudge:
     """Any OpenAI-compatible chat endpoint as the judge (OpenAI, vLLM, SGLang, llama.cpp server, ...).
 
     Each judge prompt is one POST {base_url}/chat/completions with max_tokens 1, temperature 0, logprobs
-    and top_logprobs; the labels' log-probs are read from choices[0].logprobs.content[0]. Rate limits and
-    server errors are retried with exponential backoff (or the server's Retry-After); other HTTP errors, and
-    retries that run out, raise JudgeError with the status and the start of the body. The API key comes
-    from `api_key` or OPENAI_API_KEY and appears only in the Authorization header.
+    and top_logprobs; the labels' log-probs are read from choices[0].logprobs.content[0]. Requests, retries
+    with backoff and the API key are rewardkit.models.openai_chat.ChatEndpoint's: rate limits and server
+    errors are retried (or wait the server's Retry-After); other HTTP errors, and retries that run out, raise
+    JudgeError with the status and the start of the body.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0,
                  max_retries: int = 4, backoff: float = 1.0, max_backoff: float = 30.0, top_logprobs: int = 20,
                  concurrency: int = 4, extra_body: dict[str, Any] | None = None):
-        if not base_url.startswith(("http://", "https://")):
-            raise RewardkitError(f"judge base_url must start with http:// or https://, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/chat/completions"
+        self.endpoint = ChatEndpoint(base_url, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                                     backoff=backoff, max_backoff=max_backoff, what="judge endpoint",
+                                     error=JudgeError)
+        self.base_url, self.url = self.endpoint.base_url, self.endpoint.url
         self.model = model
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY") or None
-        self.timeout, self.max_retries = timeout, max_retries
-        self.backoff, self.max_backoff = backoff, max_backoff
         self.top_logprobs, self.concurrency = top_logprobs, max(1, concurrency)
         self.extra_body = dict(extra_body or {})
-        self.requests = 0
-        self.retries = 0
 
     def __repr__(self) -> str:  # never show the key
         return f"HTTPJudge(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def requests(self) -> int:
+        return self.endpoint.requests
+
+    @property
+    def retries(self) -> int:
+        return self.endpoint.retries
 
     def request_body(self, messages: list[Message]) -> dict[str, Any]:
         return {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0,
@@ -352,51 +345,15 @@ class HTTPJudge:
             return list(pool.map(one, conversations))
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The decoded JSON reply, after up to `max_retries` retries of retryable failures."""
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        failure = ""
-        for attempt in range(self.max_retries + 1):
-            self.requests += 1
-            request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                    payload = reply.read()
-            except urllib.error.HTTPError as e:
-                snippet = self._snippet(e.read())
-                if e.code not in RETRY_STATUSES:
-                    raise JudgeError(f"judge endpoint {self.url} returned HTTP {e.code}: {snippet}") from None
-                failure = f"HTTP {e.code}: {snippet}"
-                delay = _retry_after(e.headers)
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError,
-                    socket.timeout) as e:
-                failure = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-                delay = None
-            else:
-                try:
-                    return json.loads(payload)
-                except json.JSONDecodeError:
-                    raise JudgeError(f"judge endpoint {self.url} returned a body that is not JSON: "
-                                     f"{self._snippet(payload)}") from None
-            if attempt < self.max_retries:
-                self.retries += 1
-                time.sleep(min(self.max_backoff, delay if delay is not None else self.backoff * 2 ** attempt))
-        raise JudgeError(f"judge endpoint {self.url} failed after {self.max_retries + 1} attempt(s); last: "
-                         f"{failure}")
-
-    def _snippet(self, raw: bytes, limit: int = 300) -> str:
-        text = raw.decode("utf-8", errors="replace").strip().replace("\n", " ")
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text[:limit] + ("..." if len(text) > limit else "")
+        """The decoded JSON reply, after the endpoint's retries of retryable failures."""
+        return self.endpoint.post(body)
 
     def describe(self) -> dict[str, Any]:
+        endpoint = self.endpoint.describe()
         return {
             "backend": "http", "name": self.model, "model": self.model, "base_url": self.base_url,
-            "api_key": "set" if self._api_key else "unset", "timeout": self.timeout,
-            "max_retries": self.max_retries, "top_logprobs": self.top_logprobs, "temperature": 0,
+            "api_key": endpoint["api_key"], "timeout": endpoint["timeout"],
+            "max_retries": endpoint["max_retries"], "top_logprobs": self.top_logprobs, "temperature": 0,
             "max_tokens": 1, "requests": self.requests, "retries": self.retries,
             # Tokenisation, template and precision live on the server.
             "precision": None, "dtype": None, "quantization": None, "max_length": None,
@@ -412,14 +369,6 @@ def first_token_candidates(reply: dict[str, Any], url: str) -> list[dict[str, An
     except (KeyError, IndexError, TypeError):
         raise JudgeError(f"judge endpoint {url} returned no token log-probs (choices[0].logprobs.content); the "
                          f"judge needs an endpoint and model that support logprobs and top_logprobs") from None
-
-
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: fall back to the backoff schedule
-        return None
 
 
 # -- the Scorer ----------------------------------------------------------------------------------------------
