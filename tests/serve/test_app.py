@@ -1,5 +1,6 @@
 """The app in-process (starlette's TestClient runs its startup and shutdown): readiness while a model loads,
-what a non-reward-model scorer cannot do, scorer failures, and truncation instead of rejection."""
+what a non-reward-model scorer cannot do, scorer failures, and truncation (the default) or rejection of
+over-long sequences."""
 
 import math
 import threading
@@ -92,23 +93,24 @@ def test_scorer_errors_fail_only_their_request():
         assert client.post("/score", json=echo_request(3)[0]).json()["rewards"] == echo_request(3)[1]
 
 
-def test_truncate_mode_scores_over_long_sequences_as_the_library_does(rm_scorer):
+def test_by_default_over_long_sequences_are_scored_as_the_library_does(rm_scorer):
     long_prompt = " ".join(["word"] * 200)
-    with TestClient(create_app(rm_scorer, overlength="truncate")) as client:
+    with TestClient(create_app(rm_scorer)) as client:
         r = client.post("/score", json={"prompt": long_prompt, "responses": ["Paris.", "No."]})
         assert r.status_code == 200, r.text
         want = rm_scorer.score([ScoreItem([{"role": "user", "content": long_prompt}],
                                           [Response("Paris."), Response("No.")])])[0]
         assert r.json()["truncated"] == want.truncated and min(want.truncated) > 0
         assert max(abs(a - b) for a, b in zip(r.json()["rewards"], want.rewards)) < 1e-5
-    with pytest.raises(ValueError, match="truncate"):
-        create_app(rm_scorer, overlength="truncate", max_length=16)
+    with pytest.raises(ValueError, match="overlength='reject'"):  # truncating shorter is the model's max_length
+        create_app(rm_scorer, max_length=16)
 
 
-def test_server_max_length_below_the_models_rejects(rm_scorer):
-    with TestClient(create_app(rm_scorer, max_length=16)) as client:
+def test_a_server_limit_below_the_models_rejects_with_overlength_reject(rm_scorer):
+    with TestClient(create_app(rm_scorer, max_length=16, overlength="reject")) as client:
         r = client.post("/score", json={"prompt": "What is the capital of France?", "responses": ["Paris."]})
-        assert r.status_code == 422 and "max_length 16" in r.json()["detail"]
+        assert r.status_code == 422 and "responses[0]" in r.json()["detail"] and "max_length 16" in r.json()["detail"]
+        assert client.get("/info").json()["scorer"]["overlength"] == "reject"
 
 
 def test_launcher_reports_a_model_that_cannot_load(tmp_path, capsys):

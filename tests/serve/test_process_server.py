@@ -154,9 +154,13 @@ def test_bad_step_bodies_get_422_naming_the_field(prm_server, body, where):
     assert isinstance(detail, str) and where in detail, detail
 
 
-def test_an_over_long_steps_response_is_rejected_by_name(prm_server):
+def test_with_overlength_reject_an_over_long_steps_response_is_refused_by_name(prm_scorer):
+    from rewardkit.serve import create_app
+
     long_steps = [" ".join(["word"] * 40) for _ in range(6)]
-    r = post(prm_server, {"prompt": "q", "responses": [{"steps": ["fine"]}, {"steps": long_steps}]})
+    with server_in_thread(create_app(prm_scorer, overlength="reject")) as url:
+        r = httpx.post(f"{url}/score", json={"prompt": "q", "responses": [{"steps": ["fine"]}, {"steps": long_steps}]},
+                       timeout=30)
     assert r.status_code == 422, r.text
     assert "responses[1]" in r.json()["detail"] and f"max_length {MAX_LENGTH}" in r.json()["detail"]
 
@@ -173,15 +177,12 @@ def test_a_process_model_says_it_takes_no_token_ids(prm_server):
     assert post(prm_server, {"prompt_ids": [5, 6], "response_ids": [[7, 8]]}).status_code == 400
 
 
-def test_steps_cut_by_truncation_come_back_as_null(prm_scorer):
-    """With overlength=truncate, whole steps are cut from the end: their scores are null, and the reward
+def test_steps_cut_by_truncation_come_back_as_null(prm_server, prm_scorer):
+    """By default (overlength=truncate) whole steps are cut from the end: their scores are null, and the reward
     aggregates the scored steps only, as the library does."""
-    from rewardkit.serve import create_app
-
     long_steps = GOOD + [f"Check {k}: " + " ".join(["word"] * 30) for k in range(5)]
-    with server_in_thread(create_app(prm_scorer, overlength="truncate")) as url:
-        r = httpx.post(f"{url}/score", json={"prompt": PROBLEM, "responses": [{"steps": long_steps}, {"steps": GOOD}],
-                                             "aggregation": "product"}, timeout=30)
+    r = post(prm_server, {"prompt": PROBLEM, "responses": [{"steps": long_steps}, {"steps": GOOD}],
+                          "aggregation": "product"})
     assert r.status_code == 200, r.text
     body = r.json()
     steps = body["step_rewards"][0]

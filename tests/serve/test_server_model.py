@@ -137,10 +137,6 @@ LONG = " ".join(["word"] * 200)
     ({"items": [{"prompt": "q", "responses": ["a"]}], "prompt": "q"}, 422, "not both"),
     ({"prompt": "q", "responses": ["a"], "respones": ["typo"]}, 422, "respones"),
     ([1, 2, 3], 422, "body"),
-    ({"prompt": "q", "responses": [LONG]}, 422, "responses[0]"),
-    ({"items": [{"prompt": "q", "responses": ["ok"]}, {"prompt": LONG, "responses": ["a", "b"]}]}, 422,
-     "items[1].responses[0]"),
-    ({"prompt_ids": [5] * (MAX_LENGTH - 4), "response_ids": [[6], [7] * 10]}, 422, "response_ids[1]"),
     ({"prompt_ids": [5, 6], "response_ids": [[7, -1]]}, 422, "response_ids[0][1]"),
     ({"prompt_ids": [5, 6, 400], "response_ids": [[7]]}, 422, "prompt_ids[2]"),
     ({"items": [{"prompt_ids": [5], "response_ids": [[7], [8, 9, 10 ** 30]]}]}, 422, "items[0].response_ids[1][2]"),
@@ -155,10 +151,50 @@ def test_bad_requests_get_a_4xx_that_names_the_problem(rm_server, body, status, 
     assert isinstance(detail, str) and where in detail, detail
 
 
-def test_over_long_sequences_are_named_with_their_length(rm_server):
-    r = post(rm_server, {"prompt": "q", "responses": ["short", LONG]})
-    assert r.status_code == 422
-    assert "responses[1]" in r.json()["detail"] and f"max_length {MAX_LENGTH}" in r.json()["detail"]
+# -- over-long sequences: truncated as `rewardkit score` does by default, refused with overlength=reject --------
+def test_over_long_sequences_are_truncated_as_the_library_does(rm_server, rm_scorer):
+    r = post(rm_server, {"items": [{"prompt": "q", "responses": ["short", LONG]},
+                                   {"prompt": LONG, "responses": ["a", "b"]}]})
+    assert r.status_code == 200, r.text
+    for got, (prompt, responses) in zip(r.json()["items"], [("q", ["short", LONG]), (LONG, ["a", "b"])]):
+        want = library(rm_scorer, [{"role": "user", "content": prompt}], responses)
+        assert_close(got["rewards"], want.rewards)
+        assert got["truncated"] == want.truncated
+    assert r.json()["items"][0]["truncated"][0] == 0 and r.json()["items"][0]["truncated"][1] > 0
+    assert min(r.json()["items"][1]["truncated"]) > 0  # the prompt's tokens go first
+
+
+def test_over_long_token_ids_lose_prompt_tokens_from_the_left(rm_server, rm_scorer):
+    prompt_ids, response_ids = [5] * (MAX_LENGTH - 4), [[6], [7] * 10]
+    r = post(rm_server, {"prompt_ids": prompt_ids, "response_ids": response_ids})
+    assert r.status_code == 200, r.text
+    want = rm_scorer.score_token_ids([(prompt_ids, response_ids)])[0]
+    assert r.json()["truncated"] == want.truncated == [0, 6]
+    assert_close(r.json()["rewards"], want.rewards)
+
+
+@pytest.fixture(scope="module")
+def rejecting_url(rm_scorer):
+    """The app with overlength="reject", on a real socket in this process."""
+    from rewardkit.serve import create_app
+    from serve_helpers import server_in_thread
+
+    with server_in_thread(create_app(rm_scorer, overlength="reject")) as url:
+        yield url
+
+
+@pytest.mark.parametrize("body, where", [
+    ({"prompt": "q", "responses": [LONG]}, "responses[0]"),
+    ({"prompt": "q", "responses": ["short", LONG]}, "responses[1]"),
+    ({"items": [{"prompt": "q", "responses": ["ok"]}, {"prompt": LONG, "responses": ["a", "b"]}]},
+     "items[1].responses[0]"),
+    ({"prompt_ids": [5] * (MAX_LENGTH - 4), "response_ids": [[6], [7] * 10]}, "response_ids[1]"),
+])
+def test_with_overlength_reject_over_long_sequences_get_422_naming_them(rejecting_url, body, where):
+    r = httpx.post(f"{rejecting_url}/score", json=body, timeout=30)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert where in detail and f"over max_length {MAX_LENGTH}" in detail and "overlength=reject" in detail, detail
 
 
 def test_invalid_json_and_non_json_bodies(rm_server):

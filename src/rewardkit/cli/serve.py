@@ -29,7 +29,9 @@ def serve(model: ModelOpt,
           max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger bodies get 413.")]
           = 8 * 1024 * 1024,
           overlength: Annotated[str, typer.Option(
-              "--overlength", help="reject (422) or truncate sequences over the max length.")] = "reject",
+              "--overlength", help="Sequences over the max length (--max-length, else the model's): truncate "
+                                   "them as `rewardkit score` does (prompt from the left first; the cut is "
+                                   "reported in `truncated`), or reject them with 422.")] = "truncate",
           request_timeout: Annotated[float, typer.Option("--request-timeout", help="Seconds; then 504.")] = 30.0,
           graceful_timeout: Annotated[float, typer.Option(
               "--graceful-timeout", help="Seconds to finish requests in flight on SIGTERM.")] = 30.0,

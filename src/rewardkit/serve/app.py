@@ -71,7 +71,7 @@ class ServerState:
 def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = None,
                max_batch_tokens: int = 16384, max_delay_ms: float = 5.0, max_queue: int = 256,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_length: int | None = None,
-               overlength: Overlength = "reject", request_timeout_s: float = 30.0) -> FastAPI:
+               overlength: Overlength = "truncate", request_timeout_s: float = 30.0) -> FastAPI:
     """The reward server for `scorer`.
 
     scorer: a Scorer, or a function that loads one; a function runs in the background when the app starts,
@@ -81,7 +81,8 @@ def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = N
       has waited this long, then scored in one call.
     max_queue: requests that may wait; more get 429 with Retry-After.
     max_body_bytes: larger request bodies get 413.
-    max_length, overlength: see backend.Backend (default: reject sequences over the model's max length).
+    overlength, max_length: see backend.Backend (default: truncate sequences over the model's max length as
+      the library and `rewardkit score` do, and report the cut in `truncated`; "reject" answers 422).
     request_timeout_s: a request not answered in this time gets 504.
     """
     state = ServerState(

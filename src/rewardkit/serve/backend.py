@@ -3,9 +3,9 @@
 Two kinds of scorer:
 
 - a reward model (anything with `encode`, `encode_token_ids` and `score_encoded`, as RewardModelScorer has):
-  each request is tokenized when it arrives, so an over-long sequence or a bad token id is rejected with a 422
-  before it is queued, its token cost is exact, and a batch of text and token-id requests is still ONE
-  `score_encoded` call, planned with token budgets and prefix sharing;
+  each request is tokenized when it arrives, so a bad token id (or, with overlength="reject", an over-long
+  sequence) is rejected with a 422 before it is queued, its token cost is exact, and a batch of text and
+  token-id requests is still ONE `score_encoded` call, planned with token budgets and prefix sharing;
 - any other Scorer: requests become ScoreItems and a batch is one `score` call; token cost is estimated from
   characters, and token ids are refused (400), since such a scorer has no tokenizer of its own to agree with.
 """
@@ -49,13 +49,16 @@ class Job:
 class Backend:
     """Wraps a Scorer for serving.
 
-    max_length: longest sequence (prompt + response, in model tokens) a request may send; None: the scorer's
-      own max length. Only reward models can check it (other scorers have no tokenizer here).
-    overlength: "reject" answers 422 naming the response; "truncate" lets the model truncate as it does in
-      the library (prompt from the left first) and reports the cut in `truncated`.
+    overlength: what happens to a sequence (prompt + response, in model tokens) over the max length.
+      "truncate" (the default, as `rewardkit score` does): the model truncates it as the library does (prompt
+      tokens from the left first, then the response's start, so the response's end where the score is read
+      stays) and the cut is reported per response in `truncated`. "reject": 422 naming the response.
+    max_length: a server limit below the model's own max length, for "reject" only (the model truncates at
+      its own max length, so to truncate shorter, load the model with that max_length). None: the model's.
+      Only reward models can check lengths (other scorers have no tokenizer here).
     """
 
-    def __init__(self, scorer: Scorer, *, max_length: int | None = None, overlength: Overlength = "reject"):
+    def __init__(self, scorer: Scorer, *, max_length: int | None = None, overlength: Overlength = "truncate"):
         if overlength not in ("reject", "truncate"):
             raise ValueError(f"overlength must be 'reject' or 'truncate', got {overlength!r}")
         self.scorer = scorer
@@ -65,7 +68,8 @@ class Backend:
         model_max = self._model_max_length()
         if self.encodes and overlength == "truncate" and max_length and model_max and max_length < model_max:
             raise ValueError(f"overlength='truncate' cuts at the model's max_length ({model_max}); load the model "
-                             f"with max_length={max_length} instead of limiting the server")
+                             f"with max_length={max_length} to truncate shorter, or pass overlength='reject' to "
+                             f"refuse sequences over {max_length} tokens")
         limits = [n for n in (max_length, model_max) if n]
         self.max_length = min(limits) if limits else None
         self.normalization = _normalization(scorer)
@@ -124,7 +128,8 @@ class Backend:
                 for j, n in enumerate(full):
                     if n > self.max_length:
                         raise RequestError(422, f"{where}{field}[{j}]: the sequence is {n} tokens (prompt and "
-                                                f"response), over max_length {self.max_length}")
+                                                f"response), over max_length {self.max_length} (this server "
+                                                f"refuses over-long sequences: overlength=reject)")
             payload.append(group)
         tokens = sum(segment_tokens(g, share=self._share_prefix) for g in payload)
         return Job(payload, tokens, n_seq)

@@ -19,7 +19,7 @@ from rewardkit.serve.limits import DEFAULT_MAX_BODY_BYTES
 def serve(model: str | Scorer, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           max_batch_tokens: int = 16384, max_delay_ms: float = 5.0, max_queue: int = 256,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_length: int | None = None,
-          overlength: Overlength = "reject", request_timeout_s: float = 30.0, graceful_timeout_s: float = 30.0,
+          overlength: Overlength = "truncate", request_timeout_s: float = 30.0, graceful_timeout_s: float = 30.0,
           log_level: str = "info", torch_threads: int | None = None, **load_options: Any) -> None:
     """Serve `model` (a spec for rewardkit.models.load_scorer, or a Scorer) until SIGTERM / Ctrl-C.
 
