@@ -53,3 +53,13 @@ def test_named_specs():
         ("a", "minilm"), ("judge:http://h/v1?model=x", "judge:http://h/v1?model=x"), ("b", "dpo:p@r")]
     with pytest.raises(RewardkitError, match="two models are named 'a'"):
         named_specs(["a=minilm", "a=smollm2"])
+
+
+def test_a_server_url_is_a_remote_scorer():
+    """An http(s) URL names a running `rewardkit serve`; nothing is contacted until it scores."""
+    from rewardkit.client import RewardClient
+
+    scorer = load_scorer("http://127.0.0.1:9/", precision="auto", batch_tokens=16384, share_prefix=None)
+    assert isinstance(scorer, RewardClient) and scorer.base_url == "http://127.0.0.1:9"
+    with pytest.raises(RewardkitError, match="max_length, precision cannot be set for a served model"):
+        load_scorer("https://rm.example:8000", precision="bf16", max_length=128)

@@ -51,7 +51,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     calibration saved at that path (rewardkit.eval.length)."""
     spec = spec.strip()
     if spec.startswith(("http://", "https://")):
-        return _remote_scorer(spec, max_length=max_length, chat_template=chat_template,
+        return _remote_scorer(spec, max_length=max_length, chat_template=chat_template, precision=precision,
                               length_calibration=length_calibration, **reward_model_options)
     if "aggregation" in reward_model_options and spec.startswith(("python:", "dpo:", "judge:")):
         raise RewardkitError(f"aggregation applies to process reward models, not to {spec.split(':')[0]}: scorers")
@@ -103,7 +103,7 @@ def _remote_scorer(url: str, *, length_calibration: str | None, **options) -> Sc
                          if v not in (None, False, "auto") and k not in ("batch_tokens", "share_prefix"))
     if set_options:
         raise RewardkitError(f"{url}: {', '.join(set_options)} cannot be set for a served model; start the server "
-                             "with them")
+                             "with them instead")
     scorer: Scorer = RewardClient(url)
     if length_calibration:
         from rewardkit.eval.length import LengthCalibratedScorer
