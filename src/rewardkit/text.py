@@ -148,6 +148,42 @@ class TextEncoder:
         types = [0] * start + [1] * (len(ids) - start) if self._pair is not None else None
         return Encoded(ids, types, start, len(self.token_ids(response)), cut_p, cut_r)
 
+    def encode_rendered(self, prompt_text: str, response_text: str, *, eos: bool = False) -> Encoded:
+        """A conversation someone else rendered already (an RL trainer's query: the policy's own chat template,
+        the prompt included), laid out as `encode` lays out its own rendering, with no template applied again.
+
+        mode "chat": `prompt_text + response_text` is tokenized once and split at the token boundary (a token
+          merging across it goes to the response); a BOS is added when the tokenizer expects one and the text
+          lacks it; the response ends with one EOS, where the reward is read, when `eos` (the text ended with
+          one, which the caller took off with any padding) or `append_eos`. An empty `prompt_text` makes the
+          whole text the response: a causal model's reward does not depend on where the boundary is.
+        mode "pair": the two texts are the two segments ([CLS] prompt [SEP] response [SEP] for BERT); `eos` is
+          ignored, as the layout ends the response itself.
+        Truncation is `encode`'s: prompt tokens from the left first.
+        """
+        if self.mode == "pair":
+            prompt_ids, response_ids = self.token_ids(prompt_text), self.token_ids(response_text)
+            prefix, middle, suffix = self._pair
+        else:
+            full_ids = self.token_ids(prompt_text + response_text)
+            boundary = common_prefix_length(self.token_ids(prompt_text), full_ids)
+            prefix, _, suffix = self._single
+            if prefix and full_ids[: len(prefix)] == prefix:  # the text carries the BOS itself: once, not twice
+                full_ids, boundary = full_ids[len(prefix):], max(0, boundary - len(prefix))
+            prompt_ids, response_ids = full_ids[:boundary], full_ids[boundary:]
+            middle = []
+            end = self.tokenizer.eos_token_id
+            suffix = [t for t in suffix if t != end]
+            if end is not None and (eos or self.append_eos):
+                suffix = suffix + [end]
+        content_tokens = len(response_ids)
+        prompt_ids, response_ids, cut_p, cut_r = _truncate_left(
+            prompt_ids, response_ids, self.max_length, fixed=len(prefix) + len(middle) + len(suffix))
+        ids = prefix + prompt_ids + middle + response_ids + suffix
+        start = len(prefix) + len(prompt_ids) + len(middle)
+        types = [0] * start + [1] * (len(ids) - start) if self._pair is not None else None
+        return Encoded(ids, types, start, content_tokens, cut_p, cut_r)
+
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
