@@ -1,6 +1,7 @@
-"""Property-based fuzz of POST /score (hypothesis): arbitrary JSON, schema-shaped bodies with wrong values,
-and raw bytes never get a 5xx. A 200 answers with one reward per response, in the request's shape; anything
-else is a 4xx with a string reason. Runs against the app in-process on the tiny reward model."""
+"""Property-based fuzz of POST /score and POST /get_reward (hypothesis): arbitrary JSON, schema-shaped bodies with
+wrong values, and raw bytes never get a 5xx. A 200 answers with one reward per response (per query), in the
+request's shape; anything else is a 4xx with a string reason. Runs against the app in-process on the tiny reward
+model."""
 
 import json
 
@@ -121,3 +122,25 @@ def test_items_null_is_the_single_form(client):
     r = send(client, body)
     assert r.status_code == 200 and len(r.json()["rewards"]) == 2
     check(r, body)
+
+
+# -- POST /get_reward (OpenRLHF's protocol) ------------------------------------------------------------------------
+chatml = st.tuples(text, text).map(lambda t: (f"<|im_start|>user\n{t[0]}<|im_end|>\n<|im_start|>assistant\n",
+                                              t[1]))
+good_queries = st.lists(chatml, min_size=1, max_size=4).map(
+    lambda pairs: {"query": [p + a + "<|im_end|>" for p, a in pairs], "prompts": [p for p, _ in pairs]})
+get_reward_bodies = (any_json | good_queries | good_queries.flatmap(corrupt)
+                     | st.dictionaries(st.sampled_from(["query", "prompts", "labels", "normalize"]), wrong, max_size=3))
+
+
+@FUZZ
+@given(body=get_reward_bodies)
+def test_get_reward_never_500(client, body):
+    r = client.post("/get_reward", content=json.dumps(body).encode(),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code < 500, (r.status_code, r.text, body)
+    if r.status_code == 200:
+        out = r.json()
+        assert len(out["rewards"]) == len(out["scores"]) == len(body["query"])
+    else:
+        assert 400 <= r.status_code < 500 and isinstance(r.json()["detail"], str) and r.json()["detail"]

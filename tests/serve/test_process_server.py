@@ -171,6 +171,13 @@ def test_token_ids_to_a_process_model_are_refused_with_a_reason(prm_server):
     assert "process reward model" in r.json()["detail"]
 
 
+def test_get_reward_to_a_process_model_is_refused_with_a_reason(prm_server):
+    r = httpx.post(f"{prm_server.url}/get_reward", json={"query": ["User: q\n\nAssistant: a"]}, headers=AUTH,
+                   timeout=30)
+    assert r.status_code == 400, r.text
+    assert "process reward model" in r.json()["detail"] and "steps" in r.json()["detail"]
+
+
 def test_a_process_model_says_it_takes_no_token_ids(prm_server):
     info = httpx.get(f"{prm_server.url}/info", headers=AUTH).json()
     assert info["scorer"]["token_ids"] is False

@@ -38,11 +38,16 @@ def serve(model: ModelOpt,
           torch_threads: Annotated[Optional[int], typer.Option(
               "--torch-threads", help="Cap PyTorch's CPU threads (leave a core to the server).")] = None,
           log_level: Annotated[str, typer.Option("--log-level")] = "info",
+          openrlhf_normalize: Annotated[bool, typer.Option(
+              "--openrlhf-normalize", help="POST /get_reward (OpenRLHF's remote reward model) answers (reward - "
+                                           "mean) / std with the model's stored stats, as OpenRLHF's serve_rm "
+                                           "--reward.normalize_enable does.")] = False,
           max_length: MaxLenOpt = None, precision: PrecisionOpt = "auto", batch_tokens: BatchTokensOpt = 16384,
           share_prefix: SharePrefixOpt = None, chat_template: TemplateOpt = None,
           length_calibration: LengthCalibrationOpt = None, aggregation: AggregationOpt = None,
           compile_: CompileOpt = False):
-    """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, /health, /ready, /metrics.
+    """Serve any Scorer over HTTP for RL loops: POST /score with dynamic batching, POST /get_reward for OpenRLHF,
+    /health, /ready, /metrics.
 
     Example: rewardkit serve -m runs/demo/train/best --port 8000
     """
@@ -57,4 +62,5 @@ def serve(model: ModelOpt,
         run_server(scorer, host=host, port=port, api_key=api_key, max_batch_tokens=max_batch_tokens,
                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
                    max_length=max_length, overlength=overlength, request_timeout_s=request_timeout,
-                   graceful_timeout_s=graceful_timeout, log_level=log_level, torch_threads=torch_threads)
+                   graceful_timeout_s=graceful_timeout, log_level=log_level, torch_threads=torch_threads,
+                   openrlhf_normalize=openrlhf_normalize)

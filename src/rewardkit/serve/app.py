@@ -1,10 +1,11 @@
 """The reward server: a FastAPI app that serves any Scorer to many concurrent clients.
 
-    POST /score    rewards for one prompt's responses, or for `items` (text, chat messages or token ids)
-    GET  /health   liveness: 200 while the process runs
-    GET  /ready    readiness: 200 once the model is loaded, 503 while loading or shutting down
-    GET  /metrics  Prometheus metrics
-    GET  /info     what is served: the scorer's description and the server's limits
+    POST /score       rewards for one prompt's responses, or for `items` (text, chat messages or token ids)
+    POST /get_reward  OpenRLHF's remote reward model protocol (openrlhf.py): texts the policy rendered itself
+    GET  /health      liveness: 200 while the process runs
+    GET  /ready       readiness: 200 once the model is loaded, 503 while loading or shutting down
+    GET  /metrics     Prometheus metrics
+    GET  /info        what is served: the scorer's description and the server's limits
     GET  /docs, /openapi.json
 
 Requests are validated (schemas.py), tokenized off the event loop (backend.py), then batched with other
@@ -29,7 +30,8 @@ from fastapi.responses import JSONResponse, Response
 
 from rewardkit.errors import RewardkitError, first_line
 from rewardkit.models.scorer import Scorer
-from rewardkit.serve.backend import Backend, Overlength, RequestError
+from rewardkit.serve import openrlhf
+from rewardkit.serve.backend import Backend, Job, Overlength, RequestError
 from rewardkit.serve.batcher import BatcherClosed, DynamicBatcher, QueueFull, check_options
 from rewardkit.serve.limits import DEFAULT_MAX_BODY_BYTES, ApiKeyGuard, BodyLimit
 from rewardkit.serve.metrics import Metrics, RequestObserver
@@ -42,7 +44,8 @@ ERRORS = {code: {"model": ErrorDetail, "description": why} for code, why in {
     400: "The model cannot do what was asked (token ids, normalization).",
     401: "Missing or wrong API key.",
     413: "Request body over the limit.",
-    422: "Malformed request, a sequence over max_length, or a token id outside the vocabulary.",
+    422: "Malformed request, a token id outside the vocabulary, a query that does not start with its prompt, or "
+         "(with overlength=reject) a sequence over max_length.",
     429: "The queue is full; retry after the Retry-After header's seconds.",
     503: "The model is loading or the server is shutting down.",
     504: "Not scored within the request timeout.",
@@ -56,6 +59,7 @@ class ServerState:
     backend_options: dict[str, Any]
     batcher_options: dict[str, Any]
     request_timeout_s: float
+    openrlhf_normalize: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     backend: Backend | None = None
     batcher: DynamicBatcher | None = None
@@ -71,7 +75,8 @@ class ServerState:
 def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = None,
                max_batch_tokens: int = 16384, max_delay_ms: float = 5.0, max_queue: int = 256,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_length: int | None = None,
-               overlength: Overlength = "truncate", request_timeout_s: float = 30.0) -> FastAPI:
+               overlength: Overlength = "truncate", request_timeout_s: float = 30.0,
+               openrlhf_normalize: bool = False) -> FastAPI:
     """The reward server for `scorer`.
 
     scorer: a Scorer, or a function that loads one; a function runs in the background when the app starts,
@@ -84,18 +89,20 @@ def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = N
     overlength, max_length: see backend.Backend (default: truncate sequences over the model's max length as
       the library and `rewardkit score` do, and report the cut in `truncated`; "reject" answers 422).
     request_timeout_s: a request not answered in this time gets 504.
+    openrlhf_normalize: /get_reward answers (reward - mean) / std with the model's stored stats, as OpenRLHF's
+      serve_rm does with --reward.normalize_enable (a request may still say "normalize": false).
     """
     state = ServerState(
         backend_options={"max_length": max_length, "overlength": overlength},
         batcher_options={"max_batch_tokens": max_batch_tokens, "max_delay_ms": max_delay_ms,
                          "max_queue": max_queue},
-        request_timeout_s=request_timeout_s)
+        request_timeout_s=request_timeout_s, openrlhf_normalize=openrlhf_normalize)
     check_options(**state.batcher_options)  # now, not at startup
     loader = scorer if callable(scorer) and not hasattr(scorer, "score") else None
     if loader is None:
         if not callable(getattr(scorer, "score", None)):
             raise TypeError("scorer must be a Scorer or a function that returns one")
-        state.backend = Backend(scorer, **state.backend_options)
+        state.backend = _backend(scorer, state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -126,13 +133,21 @@ def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = N
 async def _load(state: ServerState, loader: Callable[[], Scorer]) -> None:
     try:
         scorer = await asyncio.to_thread(loader)
-        state.backend = Backend(scorer, **state.backend_options)
+        state.backend = _backend(scorer, state)
         log.info('{"event": "ready"}')
     except asyncio.CancelledError:
         raise
     except Exception as e:
         state.load_error = first_line(e)
         log.exception("loading the model failed")
+
+
+def _backend(scorer: Scorer, state: ServerState) -> Backend:
+    backend = Backend(scorer, **state.backend_options)
+    if state.openrlhf_normalize and backend.normalization is None:
+        raise RewardkitError("--openrlhf-normalize: this model has no stored normalization stats (mean and std "
+                             "in rewardkit.json's 'normalization')")
+    return backend
 
 
 def _add_routes(app: FastAPI, state: ServerState) -> None:
@@ -180,21 +195,54 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             return JSONResponse({"detail": e.detail}, e.status, headers=e.response_headers())
         return JSONResponse({"items": results} if body.batched else results[0])
 
+    @app.post("/get_reward", summary="OpenRLHF's remote reward model protocol",
+              response_model=openrlhf.GetRewardResponse, responses=ERRORS)
+    async def get_reward(body: openrlhf.GetRewardRequest, request: Request) -> JSONResponse:
+        """One reward per query, each the full text the policy produced in its own chat template (the prompt
+        included): OpenRLHF's `--reward.remote_url`. The query is not rendered again; see rewardkit.serve.openrlhf.
+
+        Same batching, limits, key and metrics as /score.
+        """
+        request.state.items = request.state.responses = len(body.query)
+        normalize = state.openrlhf_normalize if body.normalize is None else body.normalize
+        try:
+            backend = _backend_or_503(state)
+            _check_normalize(backend, normalize)
+            job, results = await _run(state, partial(openrlhf.prepare, backend, body))
+            answer = openrlhf.answer(backend, job, results, normalize=normalize)
+        except RequestError as e:
+            request.state.error = e.detail
+            return JSONResponse({"detail": e.detail}, e.status, headers=e.response_headers())
+        return JSONResponse(answer)
+
+
+def _check_normalize(backend: Backend, normalize: bool) -> None:
+    if normalize and backend.normalization is None:
+        raise RequestError(400, "normalize: this model has no stored normalization stats (mean and std in "
+                                "rewardkit.json's 'normalization'); ask without normalize")
+
 
 async def _score(state: ServerState, items, *, batched: bool, normalize: bool,
                  aggregation: str | None = None) -> list[dict[str, Any]]:
-    """Prepare, queue and await one request; every failure becomes a RequestError with its status."""
+    """Prepare, queue and await one /score request, and render its results."""
     backend = _backend_or_503(state)
     if aggregation is not None and not backend.is_process:
         raise RequestError(400, "aggregation: this model is not a process reward model (it gives one reward per "
                                 "response, no step scores); ask without aggregation")
-    if normalize and backend.normalization is None:
-        raise RequestError(400, "normalize: this model has no stored normalization stats (mean and std in "
-                                "rewardkit.json's 'normalization'); ask without normalize")
+    _check_normalize(backend, normalize)
+    _, results = await _run(state, partial(backend.prepare, items, batched=batched))
+    return backend.render(results, normalize=normalize, aggregation=aggregation)
+
+
+async def _run(state: ServerState, prepare: Callable[[], Job]) -> tuple[Job, list]:
+    """Prepare a job off the event loop (tokenization is CPU work), queue it and await its results; every failure
+    becomes a RequestError with its status."""
     loop = asyncio.get_running_loop()
+    job = None
 
     async def prepare_and_submit():
-        job = await loop.run_in_executor(state.encoder, partial(backend.prepare, items, batched=batched))
+        nonlocal job
+        job = await loop.run_in_executor(state.encoder, prepare)
         try:
             return await state.batcher.submit(job.payload, tokens=job.tokens, sequences=job.sequences)
         except asyncio.TimeoutError as e:  # the scorer's own timeout (a remote judge), not the request's
@@ -217,7 +265,7 @@ async def _score(state: ServerState, items, *, batched: bool, normalize: bool,
     except Exception as e:
         log.exception("scoring failed")
         raise RequestError(500, f"the scorer failed: {first_line(e)}") from None
-    return backend.render(results, normalize=normalize, aggregation=aggregation)
+    return job, results
 
 
 def _backend_or_503(state: ServerState) -> Backend:

@@ -75,7 +75,7 @@ class Backend:
         self.normalization = _normalization(scorer)
         self.vocab_size = getattr(scorer, "vocab_size", None) if self.encodes else None
         planner = getattr(scorer, "planner", None)
-        self._share_prefix = bool(getattr(planner, "packed", False))
+        self.shares_prefix = bool(getattr(planner, "packed", False))
 
     @property
     def accepts_token_ids(self) -> bool:
@@ -83,6 +83,25 @@ class Backend:
         score at every step separator and so needs the steps as text."""
         meta = getattr(getattr(self.scorer, "model", None), "meta", None)
         return self.encodes and not getattr(meta, "is_process", False)
+
+    @property
+    def text_encoder(self):
+        """The reward model's TextEncoder, which lays out text rendered elsewhere (OpenRLHF's queries); None for
+        a scorer without one and for a process reward model (it needs its steps)."""
+        meta = getattr(getattr(self.scorer, "model", None), "meta", None)
+        text = getattr(getattr(self.scorer, "model", None), "text", None)
+        if not self.encodes or getattr(meta, "is_process", False) or not callable(getattr(text, "encode_rendered",
+                                                                                           None)):
+            return None
+        return text
+
+    def text_encoder_missing(self) -> str:
+        """Why `text_encoder` is None, for a 400."""
+        if self.encodes and self.is_process:
+            return ("a process reward model reads a score at every step separator, so it needs the steps: send "
+                    "them to /score as {steps: [...]}")
+        return ("this scorer takes conversations, not text rendered in a chat template (it has no tokenizer of its "
+                "own to lay a query out with): send the prompt and responses to /score")
 
     def describe(self) -> dict[str, Any]:
         try:
@@ -131,7 +150,7 @@ class Backend:
                                                 f"response), over max_length {self.max_length} (this server "
                                                 f"refuses over-long sequences: overlength=reject)")
             payload.append(group)
-        tokens = sum(segment_tokens(g, share=self._share_prefix) for g in payload)
+        tokens = sum(segment_tokens(g, share=self.shares_prefix) for g in payload)
         return Job(payload, tokens, n_seq)
 
     def _check_ids(self, item: ItemIn, where: str) -> None:

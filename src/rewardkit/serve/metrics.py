@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("rewardkit.serve")
 
 #: Paths that get their own metric label; anything else is "other", so random URLs cannot blow up cardinality.
-KNOWN_PATHS = frozenset({"/score", "/health", "/ready", "/metrics", "/docs", "/openapi.json", "/info"})
+KNOWN_PATHS = frozenset({"/score", "/get_reward", "/health", "/ready", "/metrics", "/docs", "/openapi.json", "/info"})
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

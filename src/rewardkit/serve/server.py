@@ -20,7 +20,8 @@ def serve(model: str | Scorer, *, host: str = "127.0.0.1", port: int = 8000, api
           max_batch_tokens: int = 16384, max_delay_ms: float = 5.0, max_queue: int = 256,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_length: int | None = None,
           overlength: Overlength = "truncate", request_timeout_s: float = 30.0, graceful_timeout_s: float = 30.0,
-          log_level: str = "info", torch_threads: int | None = None, **load_options: Any) -> None:
+          log_level: str = "info", torch_threads: int | None = None, openrlhf_normalize: bool = False,
+          **load_options: Any) -> None:
     """Serve `model` (a spec for rewardkit.models.load_scorer, or a Scorer) until SIGTERM / Ctrl-C.
 
     A spec is loaded before the server listens, so a bad model fails at once with a RewardkitError.
@@ -47,7 +48,8 @@ def serve(model: str | Scorer, *, host: str = "127.0.0.1", port: int = 8000, api
     configure_logging(log_level)
     app = create_app(scorer, api_key=api_key, max_batch_tokens=max_batch_tokens, max_delay_ms=max_delay_ms,
                      max_queue=max_queue, max_body_bytes=max_body_bytes, max_length=max_length,
-                     overlength=overlength, request_timeout_s=request_timeout_s)
+                     overlength=overlength, request_timeout_s=request_timeout_s,
+                     openrlhf_normalize=openrlhf_normalize)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                             timeout_graceful_shutdown=graceful_timeout_s)
     uvicorn.Server(config).run()
