@@ -68,22 +68,34 @@ def score_records_to_file(scorer: Scorer, records: Iterable[PreferenceRecord], o
 
 
 def _recover(partial: Path) -> set[str]:
-    """Ids already written by an interrupted run; a torn final line (no newline) is cut off."""
+    """Ids already written by an interrupted run."""
+    return {row["id"] for row in read_partial(partial, "rewardkit score")}
+
+
+def read_partial(partial: Path, writer: str) -> list[dict[str, Any]]:
+    """The lines an interrupted run wrote to `partial`, parsed, in file order; [] when there is no such file.
+
+    A torn final line (no newline: the run died while writing it) is cut off the file, so the next run appends
+    after the last complete line. Every kept line must be a JSON object with an "id"; anything else is a
+    DataError naming the file and line (`writer` names the command that writes such files).
+    """
     if not partial.exists():
-        return set()
+        return []
     data = partial.read_bytes()
     keep = data[: data.rfind(b"\n") + 1]
     if len(keep) != len(data):
         with open(partial, "r+b") as f:
             f.truncate(len(keep))
-    done = set()
+    rows = []
     for n, line in enumerate(keep.decode("utf-8").splitlines(), 1):
         try:
-            done.add(json.loads(line)["id"])
+            row = json.loads(line)
+            row["id"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"not a line written by rewardkit score ({e}); delete the file to start over",
+            raise DataError(f"not a line written by {writer} ({e}); delete the file to start over",
                             file=str(partial), line=n) from e
-    return done
+        rows.append(row)
+    return rows
 
 
 def _unique(records: Iterable[PreferenceRecord], seen: set[str]) -> Iterator[PreferenceRecord]:
