@@ -15,7 +15,7 @@ import rewardkit
 from rewardkit.cli import app, split_example
 
 runner = CliRunner()
-COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "serve", "data inspect",
+COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "sample", "serve", "data inspect",
             "data convert", "train", "export", "demo", "doctor"]
 
 

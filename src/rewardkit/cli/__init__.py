@@ -11,7 +11,7 @@ import sys
 from rewardkit.cli.common import app, split_example
 
 # Each module registers its commands on `app`; the order here is the order of `rewardkit --help`.
-from rewardkit.cli import score, evaluate, serve, data, train, machine  # noqa: E402,F401  isort: skip
+from rewardkit.cli import score, evaluate, sample, serve, data, train, machine  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main", "split_example"]
 
