@@ -88,3 +88,11 @@ def test_a_prompt_over_the_context_is_a_clear_error(policy):
 def test_an_unknown_policy_is_a_clear_error(tmp_path):
     with pytest.raises(RewardkitError, match="cannot load .* as a causal language model"):
         LocalPolicy.from_pretrained(tmp_path / "no-such-model")
+
+
+def test_the_shared_prefill_gives_the_samples_of_n_separate_rows(policy, monkeypatch):
+    settings = SamplingSettings(n=3, max_new_tokens=8, seed=9)
+    shared = list(policy.generate(prompts(), settings))
+    monkeypatch.setattr(policy, "prefill", lambda *args: None)  # generate computes each of the n rows itself
+    # The prompt's KV cache computed once or n times: the same values up to float rounding (see above).
+    assert ids_of(policy.generate(prompts(), settings)) == ids_of(shared)

@@ -1,6 +1,7 @@
 """A local causal LM as the policy: transformers `generate`, batched, every sample on its own seeded stream.
 
-A batch holds `n` rows per prompt, left-padded. Sampling is done by one logits processor, `SeededSampler`, and
+A batch holds `n` rows per prompt, left-padded; each prompt is computed once (a prefill whose KV cache its n rows
+share), then `generate` decodes the rows. Sampling is done by one logits processor, `SeededSampler`, and
 `generate` itself runs greedy (it takes the one token the processor leaves), so no global RNG is touched:
 
     z = logits / temperature, outside the top-p nucleus of softmax(z) set to −inf
@@ -19,6 +20,7 @@ the settings were is all that shaped its samples.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -151,10 +153,9 @@ class LocalPolicy:
                                      f"{settings.max_new_tokens} that is over the policy's context of {self.context} "
                                      f"tokens: lower max_new_tokens or shorten the prompt")
         n = settings.n
-        rows = [ids for ids in encoded for _ in range(n)]
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in encoded], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in encoded], device=self.device)
         generators = []
         for p in prompts:
             seed = prompt_seed(settings.seed, p.id)
@@ -164,8 +165,10 @@ class LocalPolicy:
         from transformers import LogitsProcessorList
 
         with torch.inference_mode(), compute_context(self.precision, self.device):
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                                      num_beams=1, max_new_tokens=settings.max_new_tokens,
+            cache = self.prefill(input_ids, attention_mask, n)
+            out = self.model.generate(input_ids=input_ids.repeat_interleave(n, 0),
+                                      attention_mask=attention_mask.repeat_interleave(n, 0), cache=cache,
+                                      do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
                                       logits_processor=LogitsProcessorList([sampler]))
         generated = out[:, width:].cpu().tolist()  # (rows, steps)
         logprobs = torch.stack(sampler.logprobs, 1).cpu().tolist()  # (rows, steps)
@@ -178,6 +181,24 @@ class LocalPolicy:
                 lps.append(logprobs[r][: len(ids)])
                 texts.append(self.decode(ids, reason))
             yield Generation(texts, encoded[i], ids_k, reasons, lps)
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int):
+        """The KV cache of every prompt but its last token, computed once per prompt and repeated for its n rows
+        (generate then starts from it), or None where the model cannot (generate computes the n rows itself).
+
+        input_ids, attention_mask: (prompts, width), left-padded. Positions count real tokens only, as generate
+        counts them, so the cached prefix is what generate would have computed.
+        """
+        if input_ids.shape[1] < 2 or "cache" not in inspect.signature(self.model.forward).parameters:
+            return None
+        positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                         position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        cache.batch_repeat_interleave(n)
+        return cache
 
     def decode(self, ids: list[int], reason: str) -> str:
         """A response's text: its ids without the stop token it ended on, special tokens skipped."""
