@@ -158,6 +158,23 @@ def test_budget_batches_fills_batches_and_isolates_oversized_items():
     assert budget_batches([], 100) == []
 
 
+def test_budget_batches_max_padding_keeps_similar_widths_together():
+    widths = [128] * 8 + [100] * 8 + [20] * 3
+    rows = [1] * len(widths)
+    # without it, the budget alone puts the 100-wide rows in the 128-wide batch (28 padding tokens each)
+    assert budget_batches(widths, 2048, rows=rows) == [list(range(16)), [16, 17, 18]]
+    assert budget_batches(widths, 2048, rows=rows, max_padding=0.1) == [list(range(8)), list(range(8, 16)),
+                                                                        [16, 17, 18]]
+    # a batch under 1/16 of the budget takes shorter items anyway: a tail of short ones shares a pass
+    assert budget_batches([128, 20, 20], 16384, rows=[1, 1, 1], max_padding=0.1) == [[0, 1, 2]]
+    for seed in range(10):
+        rng = random.Random(seed)
+        n = rng.randrange(1, 40)
+        widths, rows = [rng.randrange(1, 100) for _ in range(n)], [rng.randrange(1, 6) for _ in range(n)]
+        budget = rng.randrange(50, 600)
+        check_batches(budget_batches(widths, budget, rows=rows, max_padding=0.1), widths, budget, rows, None)
+
+
 # -- plan_packed ------------------------------------------------------------------------------------------------
 def layout(plan, groups, share):
     """Where each group's segment lies, found from the score positions and lengths computed here (not from the

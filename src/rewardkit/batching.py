@@ -246,24 +246,33 @@ def _concat(segments: Sequence[Segment]) -> Segment:
 
 # -- token-budget batches -------------------------------------------------------------------------------------
 def budget_batches(widths: Sequence[int], batch_tokens: int, *, rows: Sequence[int] | None = None,
-                   max_items: int | None = None) -> list[list[int]]:
+                   max_items: int | None = None, max_padding: float | None = None) -> list[list[int]]:
     """Indices of items per batch, longest first, each batch within `batch_tokens` computed tokens.
 
     rows given (padded plans): item i is rows[i] rows of widths[i] tokens and a batch costs (its rows x its
     widest item). rows None (packed plans): a batch costs the sum of its widths. An item over the budget
     alone gets a batch of its own. Longest first, so the first batch shows at once whether the budget fits
     in memory.
+    max_padding (padded plans): also start a new batch where the next item is more than this fraction shorter
+    than the batch's width, once the batch holds 1/16 of the budget (so a tail of short items shares a pass
+    instead of taking one each). A forward pass of a thousand tokens or more runs the matrix products about as
+    fast per token as one of the whole budget (on a CPU), so batches of similar lengths cost little more to run
+    and compute little padding.
     """
     order = sorted(range(len(widths)), key=lambda i: -widths[i])
     batches: list[list[int]] = []
     batch: list[int] = []
     n_rows = tokens = 0
     for i in order:
+        padded = False
         if rows is not None:
-            cost = (n_rows + rows[i]) * (widths[batch[0]] if batch else widths[i])
+            width = widths[batch[0]] if batch else widths[i]
+            cost = (n_rows + rows[i]) * width
+            padded = (max_padding is not None and widths[i] < (1 - max_padding) * width
+                      and n_rows * width >= batch_tokens // 16)
         else:
             cost = tokens + widths[i]
-        if batch and (cost > batch_tokens or (max_items is not None and len(batch) >= max_items)):
+        if batch and (cost > batch_tokens or padded or (max_items is not None and len(batch) >= max_items)):
             batches.append(batch)
             batch, n_rows, tokens = [], 0, 0
         batch.append(i)
@@ -299,10 +308,11 @@ class Planner:
             return plan_packed(groups, self.pad_id)
         return plan_padded([e for g in groups for e in g], self.pad_id, self.padding_side)
 
-    def batches(self, groups: Sequence[Sequence[Encoded]]) -> list[list[int]]:
-        """Indices of groups per forward pass, within the token budget (and `max_batch_size` groups)."""
+    def batches(self, groups: Sequence[Sequence[Encoded]], *, max_padding: float | None = None) -> list[list[int]]:
+        """Indices of groups per forward pass, within the token budget (and `max_batch_size` groups); padded
+        plans also within `max_padding` (see budget_batches)."""
         if self.packed:
             return budget_batches([segment_tokens(g, share=True) for g in groups], self.batch_tokens,
                                   max_items=self.max_batch_size)
         return budget_batches([max(len(e.input_ids) for e in g) for g in groups], self.batch_tokens,
-                              rows=[len(g) for g in groups], max_items=self.max_batch_size)
+                              rows=[len(g) for g in groups], max_items=self.max_batch_size, max_padding=max_padding)

@@ -103,6 +103,26 @@ def test_batch_budget_does_not_change_scores(llama_dir):
                                                                 abs=1e-5)
 
 
+def test_an_encoders_responses_are_planned_by_their_own_lengths(bert_dir):
+    """Padded plans share nothing, so a group's short response is batched with other short ones, not padded to
+    its group's longest: fewer computed tokens, the same scores (each row is computed on its own)."""
+    model = RewardModel.from_pretrained(bert_dir)
+    long, short = "word " * 60, "ok"
+    items = [ScoreItem([{"role": "user", "content": f"Question {i}?"}], [Response(long), Response(short)])
+             for i in range(24)]
+    scorer = RewardModelScorer(model, precision="fp32", batch_tokens=16384)
+    computed, plan = [], scorer.planner.plan
+    scorer.planner.plan = lambda groups: (p := plan(groups), computed.append(p.computed_tokens))[0]
+    got = [r.rewards for r in scorer.score(items)]
+    alone = [[RewardModelScorer(model, precision="fp32").score([ScoreItem(it.prompt, [r])])[0].rewards[0]
+              for r in it.responses] for it in items]
+    assert flat(got) == pytest.approx(flat(alone), abs=1e-5)
+    real = sum(len(model.text.encode(it.prompt, r.content).input_ids) for it in items for r in it.responses)
+    group_padded = sum(2 * len(model.text.encode(it.prompt, long).input_ids) for it in items)
+    assert real < 0.6 * group_padded  # what planning each group as a block computed (the old plan)
+    assert sum(computed) <= 1.05 * real  # now: a batch of the long responses, one of the short ones
+
+
 def test_existing_sequence_classifier_loads_as_a_scorer(tmp_path):
     """A reward model saved by another tool (e.g. TRL): a *ForSequenceClassification with one label."""
     from transformers import LlamaForSequenceClassification

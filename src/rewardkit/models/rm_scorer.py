@@ -19,6 +19,11 @@ from rewardkit.steps import AGGREGATIONS, aggregate
 from rewardkit.text import Encoded, _truncate_left
 
 
+#: Padded plans: a sequence more than this fraction shorter than its batch's width starts a new batch
+#: (batching.budget_batches), so scoring computes little padding.
+SCORING_MAX_PADDING = 0.1
+
+
 class RewardModelScorer:
     """Scores items with a RewardModel.
 
@@ -112,16 +117,27 @@ class RewardModelScorer:
         # The model may be shared (a training loop's evaluation, a second scorer): compute at this scorer's own
         # precision whatever another user set last.
         self.model.compute_dtype = compute_dtype(self.precision)
-        outputs: dict[int, list[list[float]]] = {i: [] for i, row in enumerate(encoded) if not row}
-        todo = [i for i, row in enumerate(encoded) if row]
-        for part in self.planner.batches([encoded[i] for i in todo]):
-            batch = [todo[k] for k in part]
-            plan = self.planner.plan([encoded[i] for i in batch]).to(self.device)
+        # What is planned: a group whose sequences share their prompt's tokens (packed plans), or, for padded plans,
+        # where nothing is shared, each sequence alone, so batches are sorted by every sequence's own length and a
+        # short response is not padded to its group's longest (HH-RLHF prompts with 4 responses each, at MiniLM's
+        # max length 128: 23% of the computed tokens were padding, 5% now). owner[u]: the group unit u is in.
+        rows = [i for i, row in enumerate(encoded) if row]
+        if self.planner.packed:
+            units, owner = [encoded[i] for i in rows], rows
+        else:
+            units = [[e] for i in rows for e in encoded[i]]
+            owner = [i for i in rows for _ in encoded[i]]
+        reads: list[list[list[float]]] = [[] for _ in units]
+        for part in self.planner.batches(units, max_padding=SCORING_MAX_PADDING):
+            plan = self.planner.plan([units[k] for k in part]).to(self.device)
             with compute_context(self.precision, self.device):
                 rewards = self.model(**plan.model_inputs()).float().cpu().tolist()  # (n_reads, n_objectives)
-            for i in batch:
-                n = sum(len(e.read_offsets) for e in encoded[i])
-                outputs[i], rewards = rewards[:n], rewards[n:]
+            for k in part:
+                n = sum(len(e.read_offsets) for e in units[k])
+                reads[k], rewards = rewards[:n], rewards[n:]
+        outputs: dict[int, list[list[float]]] = {i: [] for i in range(len(encoded))}
+        for k, i in enumerate(owner):
+            outputs[i] += reads[k]
         if self.model.meta.is_process:
             return [self._process_result(row, outputs[i]) for i, row in enumerate(encoded)]
         return [self._result(row, outputs[i]) for i, row in enumerate(encoded)]
