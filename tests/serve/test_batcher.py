@@ -121,3 +121,50 @@ def test_bad_options_are_refused():
         DynamicBatcher(lambda p: p, max_queue=0)
     with pytest.raises(ValueError):
         DynamicBatcher(lambda p: p, max_batch_tokens=0)
+
+
+def test_with_two_workers_two_batches_run_at_once_and_each_request_gets_its_own():
+    """A gated run_batch holds the first batch; the second still starts (in the other worker), and the third
+    waits for a free worker: no timing assumptions, only who has entered."""
+    entered = threading.Semaphore(0)
+    gate = threading.Event()
+    calls = []
+
+    def run_batch(payloads):
+        calls.append(list(payloads))
+        entered.release()
+        gate.wait(10)
+        return [p * 10 for p in payloads]
+
+    async def main():
+        b = DynamicBatcher(run_batch, max_delay_ms=0, max_batch_tokens=10, workers=2)
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(i, tokens=10)) for i in range(3)]  # one batch each (budget)
+        for _ in range(2):
+            while not entered.acquire(blocking=False):
+                await asyncio.sleep(0.01)
+        running, waiting = len(calls), b.depth
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await b.close()
+        return running, waiting, results
+
+    running, waiting, results = run(main())
+    assert running == 2 and waiting == 1
+    assert results == [0, 10, 20] and sorted(map(tuple, calls)) == [(0,), (1,), (2,)]
+
+
+def test_workers_must_be_positive():
+    with pytest.raises(ValueError):
+        DynamicBatcher(lambda p: p, workers=0)
+
+
+def test_auto_batch_workers(rm_scorer, llama_dir):
+    import torch
+
+    from rewardkit.models import FunctionScorer, RewardModelScorer
+    from rewardkit.serve.server import auto_batch_workers
+
+    assert auto_batch_workers(rm_scorer) == (2 if torch.get_num_threads() >= 2 else 1)  # fp32 on a CPU
+    assert auto_batch_workers(RewardModelScorer.from_pretrained(llama_dir, precision="bf16")) == 1
+    assert auto_batch_workers(FunctionScorer(lambda prompt, response: 0.0, name="zero")) == 1

@@ -37,6 +37,10 @@ def serve(model: ModelOpt,
               "--graceful-timeout", help="Seconds to finish requests in flight on SIGTERM.")] = 30.0,
           torch_threads: Annotated[Optional[int], typer.Option(
               "--torch-threads", help="Cap PyTorch's CPU threads (leave a core to the server).")] = None,
+          batch_workers: Annotated[Optional[int], typer.Option(
+              "--batch-workers", min=1, help="Batches scored at once, each in its own thread with its share of "
+                                             "PyTorch's threads (default: 2 for an fp32 reward model on a CPU, "
+                                             "else 1).")] = None,
           log_level: Annotated[str, typer.Option("--log-level")] = "info",
           openrlhf_normalize: Annotated[bool, typer.Option(
               "--openrlhf-normalize", help="POST /get_reward (OpenRLHF's remote reward model) answers (reward - "
@@ -63,4 +67,4 @@ def serve(model: ModelOpt,
                    max_delay_ms=max_delay_ms, max_queue=max_queue, max_body_bytes=max_body_bytes,
                    max_length=max_length, overlength=overlength, request_timeout_s=request_timeout,
                    graceful_timeout_s=graceful_timeout, log_level=log_level, torch_threads=torch_threads,
-                   openrlhf_normalize=openrlhf_normalize)
+                   openrlhf_normalize=openrlhf_normalize, batch_workers=batch_workers)

@@ -76,7 +76,7 @@ def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = N
                max_batch_tokens: int = 16384, max_delay_ms: float = 5.0, max_queue: int = 256,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_length: int | None = None,
                overlength: Overlength = "truncate", request_timeout_s: float = 30.0,
-               openrlhf_normalize: bool = False) -> FastAPI:
+               openrlhf_normalize: bool = False, batch_workers: int = 1) -> FastAPI:
     """The reward server for `scorer`.
 
     scorer: a Scorer, or a function that loads one; a function runs in the background when the app starts,
@@ -89,13 +89,15 @@ def create_app(scorer: Scorer | Callable[[], Scorer], *, api_key: str | None = N
     overlength, max_length: see backend.Backend (default: truncate sequences over the model's max length as
       the library and `rewardkit score` do, and report the cut in `truncated`; "reject" answers 422).
     request_timeout_s: a request not answered in this time gets 504.
+    batch_workers: batches scored at once, each in its own thread (the scorer must then be thread-safe; see
+      server.auto_batch_workers, which `rewardkit serve` uses).
     openrlhf_normalize: /get_reward answers (reward - mean) / std with the model's stored stats, as OpenRLHF's
       serve_rm does with --reward.normalize_enable (a request may still say "normalize": false).
     """
     state = ServerState(
         backend_options={"max_length": max_length, "overlength": overlength},
         batcher_options={"max_batch_tokens": max_batch_tokens, "max_delay_ms": max_delay_ms,
-                         "max_queue": max_queue},
+                         "max_queue": max_queue, "workers": batch_workers},
         request_timeout_s=request_timeout_s, openrlhf_normalize=openrlhf_normalize)
     check_options(**state.batcher_options)  # now, not at startup
     loader = scorer if callable(scorer) and not hasattr(scorer, "score") else None

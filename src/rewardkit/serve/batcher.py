@@ -8,7 +8,9 @@ prompt between its responses and cuts forward passes by token budget. Each reque
 exactly its own slice of the results.
 
 The call runs in a dedicated thread, so the event loop keeps accepting, validating and answering requests
-while the model computes. The queue is bounded: when `max_queue` requests wait, `submit` raises QueueFull at
+while the model computes. With `workers` > 1, that many batches run at once, each in its own thread (the next
+one gathers while the others compute): on a small CPU two batches with one PyTorch thread each finish sooner
+than one batch split over two threads, which wait for each other at every operation. The queue is bounded: when `max_queue` requests wait, `submit` raises QueueFull at
 once (the server answers 429 with Retry-After) instead of letting latency and memory grow without bound.
 """
 
@@ -55,9 +57,9 @@ class _Job:
     enqueued: float = field(default_factory=time.monotonic)
 
 
-def check_options(*, max_batch_tokens: int, max_delay_ms: float, max_queue: int) -> None:
-    if max_batch_tokens < 1 or max_queue < 1 or max_delay_ms < 0:
-        raise ValueError("max_batch_tokens and max_queue must be >= 1 and max_delay_ms >= 0")
+def check_options(*, max_batch_tokens: int, max_delay_ms: float, max_queue: int, workers: int = 1) -> None:
+    if max_batch_tokens < 1 or max_queue < 1 or max_delay_ms < 0 or workers < 1:
+        raise ValueError("max_batch_tokens, max_queue and workers must be >= 1 and max_delay_ms >= 0")
 
 
 class DynamicBatcher:
@@ -66,19 +68,25 @@ class DynamicBatcher:
     run_batch(payloads) -> results: called in the worker thread with the payloads of one batch (in arrival
       order) and must return one result per payload, in the same order. If it raises on a batch of several
       requests, each request is retried alone, so one bad request cannot fail the requests batched with it.
+      With workers > 1 it is called from several threads at once, so it must be thread-safe.
     """
 
     def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], *, max_batch_tokens: int = 16384,
-                 max_delay_ms: float = 5.0, max_queue: int = 256, observer: BatchObserver | None = None):
-        check_options(max_batch_tokens=max_batch_tokens, max_delay_ms=max_delay_ms, max_queue=max_queue)
+                 max_delay_ms: float = 5.0, max_queue: int = 256, workers: int = 1,
+                 observer: BatchObserver | None = None):
+        check_options(max_batch_tokens=max_batch_tokens, max_delay_ms=max_delay_ms, max_queue=max_queue,
+                      workers=workers)
         self.run_batch = run_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_delay = max_delay_ms / 1000
         self.max_queue = max_queue
+        self.workers = workers
         self.observer = observer
         self._queue: collections.deque[_Job] = collections.deque()
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewardkit-score")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewardkit-score")
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
         self._closing = False
         self._batch_seconds = 0.05  # running means, for Retry-After
@@ -125,28 +133,46 @@ class DynamicBatcher:
             raise
 
     def retry_after(self) -> int:
-        """Whole seconds until the queue has likely drained: batches ahead x mean batch time (at least 1)."""
+        """Whole seconds until the queue has likely drained: batches ahead x mean batch time / workers (at
+        least 1)."""
         batches_ahead = len(self._queue) / max(self._requests_per_batch, 1.0) + 1
-        return max(1, min(60, math.ceil(batches_ahead * self._batch_seconds)))
+        return max(1, min(60, math.ceil(batches_ahead * self._batch_seconds / self.workers)))
 
     # -- the worker ------------------------------------------------------------------------------------------
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            await self._wait_for_batch()
-            batch = self._take_batch()
-            if not batch:
-                continue
+        """Gather a batch whenever a worker is free, and run it; on closing, finish what is queued and running."""
+        self._slots = asyncio.Semaphore(self.workers)
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                await self._slots.acquire()  # while every worker computes, requests keep gathering
+                if not self._queue:  # what waited timed out or was cancelled meanwhile
+                    self._slots.release()
+                    continue
+                await self._wait_for_batch()
+                batch = self._take_batch()
+                if not batch:
+                    self._slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._run_and_answer(batch))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        finally:
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _run_and_answer(self, batch: list[_Job]) -> None:
+        try:
             start = time.monotonic()
             for job in batch:
                 self._observe("queue_wait", start - job.enqueued)
-            results = await loop.run_in_executor(self._executor, self._run, [j.payload for j in batch])
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run,
+                                                                       [j.payload for j in batch])
             seconds = time.monotonic() - start
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
             self._requests_per_batch = 0.8 * self._requests_per_batch + 0.2 * len(batch)
@@ -159,6 +185,8 @@ class DynamicBatcher:
                     job.future.set_exception(result.error)
                 else:
                     job.future.set_result(result)
+        finally:
+            self._slots.release()
 
     async def _wait_for_batch(self) -> None:
         """Wait until the oldest request has waited `max_delay`, the token budget is full, or we are closing."""
@@ -176,15 +204,21 @@ class DynamicBatcher:
                 return
 
     def _take_batch(self) -> list[_Job]:
-        """Jobs from the front of the queue, in order, within the token budget (a larger job goes alone)."""
+        """Jobs from the front of the queue, in order, within the token budget (a larger job goes alone). With
+        several workers a batch takes at most its share (1 / workers) of what waits, so a burst is split between
+        them instead of one worker computing most of it while the others idle."""
         batch: list[_Job] = []
         tokens = 0
+        budget = self.max_batch_tokens
+        if self.workers > 1:
+            waiting = sum(j.tokens for j in self._queue if not j.future.done())
+            budget = min(budget, math.ceil(waiting / self.workers))
         while self._queue:
             job = self._queue[0]
             if job.future.done():
                 self._queue.popleft()
                 continue
-            if batch and tokens + job.tokens > self.max_batch_tokens:
+            if batch and tokens + job.tokens > budget:
                 break
             batch.append(self._queue.popleft())
             tokens += job.tokens
