@@ -35,13 +35,18 @@ def reward_harness(reward_func, tokenizer_dir: str):
                        processing_class=tokenizer)
 
 
-def trl_rewards(trainer, prompts: list, completions: list) -> list[float]:
-    """Rewards as TRL's trainer computes them for these completions (one column: one reward function)."""
-    inputs = [{"prompt": p} for p in prompts]
-    ids = [[0] for _ in completions]  # completion_ids: read only by reward functions that ask for them
-    with torch.no_grad():
-        rewards = trainer._calculate_rewards(inputs, prompts, completions, ids)
-    return rewards[:, 0].float().cpu().tolist()
+def trl_rewards(trainer, prompts: list, completions: list, chunk: int | None = None) -> list[float]:
+    """Rewards as TRL's trainer computes them for these completions (one column: one reward function), in
+    calls of `chunk` completions (None: one call, as a training batch is)."""
+    chunk = chunk or len(completions)
+    out: list[float] = []
+    for start in range(0, len(completions), chunk):
+        p, c = prompts[start: start + chunk], completions[start: start + chunk]
+        ids = [[0] for _ in c]  # completion_ids: read only by reward functions that ask for them
+        with torch.no_grad():
+            rewards = trainer._calculate_rewards([{"prompt": x} for x in p], p, c, ids)
+        out.extend(rewards[:, 0].float().cpu().tolist())
+    return out
 
 
 def timed(fn, repeats: int) -> tuple[float, list[float]]:
