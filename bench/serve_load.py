@@ -41,8 +41,8 @@ import httpx  # noqa: E402
 from rewardkit.data import agreed_split, load_records  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-MAX_PROMPT_CHARS = 2000  # keeps prompt + response well under max_length 1024 tokens: a load test, not a
-MAX_RESPONSE_CHARS = 1000  # truncation test (the rewardkit server rejects over-long sequences by default)
+MAX_PROMPT_CHARS = 2000  # keeps prompt + response under max_length 1024 tokens for SmolLM2 (at a shorter
+MAX_RESPONSE_CHARS = 1000  # --max-length both servers truncate: the prompt from the left)
 
 
 def load_requests(n: int, k: int, seed: int = 0) -> list[dict]:
@@ -159,6 +159,20 @@ def find_key(obj, key: str):
     return None
 
 
+def report_batches(url: str) -> None:
+    """The batches the server formed (its Prometheus histograms, warm-up included), to stderr."""
+    samples = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("rewardkit_batch_") and ("_sum " in line or "_count " in line):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    n = samples.get("rewardkit_batch_requests_count", 0)
+    if n:
+        per = {k: samples[f"rewardkit_batch_{k}_sum"] / n for k in ("requests", "sequences", "tokens")}
+        print(f"rewardkit formed {n:.0f} batches: {per['requests']:.1f} requests, {per['sequences']:.1f} "
+              f"sequences, {per['tokens']:.0f} tokens each on average", file=sys.stderr)
+
+
 def bench_server(server: Server, bodies: list[dict], args) -> tuple[Run, dict]:
     info = server.start(args.start_timeout)
     try:
@@ -166,6 +180,8 @@ def bench_server(server: Server, bodies: list[dict], args) -> tuple[Run, dict]:
             httpx.post(f"{server.url}/score", json=body, timeout=args.timeout).raise_for_status()
         run = Run(server.name)
         asyncio.run(load(server.url, bodies, args.clients, args.timeout, run))
+        if server.name == "rewardkit":
+            report_batches(server.url)
     finally:
         server.stop()
     return run, info

@@ -76,7 +76,7 @@ def without_code(text: str) -> str:
 
 def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
-    text = re.sub(r"[`*_~]|<[^>]+>", "", heading).strip().lower()
+    text = re.sub(r"[`*~]|<[^>]+>", "", heading).strip().lower()  # GitHub keeps underscores
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
