@@ -69,6 +69,12 @@ def load_causal_lm(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torc
     return model.eval(), tokenizer
 
 
+def quantization_note(name_or_path: str | os.PathLike) -> str | None:
+    """What a report says about the weights' precision on disk: a packaged GGUF file is dequantized on load."""
+    gguf = resolve_model(name_or_path)[1]
+    return f"GGUF {gguf}, dequantized to float32" if gguf else None
+
+
 def pad_id_of(tokenizer) -> int:
     """The id padded positions hold. Any id works: scores are read from the attention mask, never the ids."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
@@ -265,8 +271,7 @@ class ImplicitRewardScorer:
                 if ref_tokenizer.get_vocab() != tokenizer.get_vocab():
                     raise ModelError(f"the reference {str(reference_path)!r} has a different tokenizer from the "
                                      f"policy {str(policy_path)!r}; DPO log-ratios need the same tokens")
-        gguf = resolve_model(policy_path)[1]
-        kwargs.setdefault("quantization", f"GGUF {gguf}, dequantized to float32" if gguf else None)
+        kwargs.setdefault("quantization", quantization_note(policy_path))
         kwargs.setdefault("name", str(policy_path))
         kwargs.setdefault("reference_name", str(reference_path) if reference_path is not None else None)
         return cls(policy, reference, tokenizer=tokenizer, beta=beta, mode=mode, **kwargs)

@@ -39,9 +39,8 @@ import torch
 from rewardkit.batching import budget_batches, plan_padded
 from rewardkit.data.record import Message
 from rewardkit.errors import ModelError, RewardkitError
-from rewardkit.models.implicit import load_causal_lm, pad_id_of, tail_logits
+from rewardkit.models.implicit import load_causal_lm, pad_id_of, quantization_note, tail_logits
 from rewardkit.models.openai_chat import ChatEndpoint, EndpointError
-from rewardkit.models.reward_model import resolve_model
 from rewardkit.models.scorer import ScoreItem, ScoreResult
 from rewardkit.precision import compute_context, default_device, resolve_precision
 from rewardkit.text import PLAIN_CHAT_TEMPLATE, Encoded, common_prefix_length, special_layout
@@ -235,8 +234,7 @@ class LocalJudge:
     @classmethod
     def from_pretrained(cls, name_or_path, *, trust_remote_code: bool = False, **kwargs) -> LocalJudge:
         model, tokenizer = load_causal_lm(name_or_path, trust_remote_code=trust_remote_code)
-        gguf = resolve_model(name_or_path)[1]
-        kwargs.setdefault("quantization", f"GGUF {gguf}, dequantized to float32" if gguf else None)
+        kwargs.setdefault("quantization", quantization_note(name_or_path))
         return cls(model, tokenizer, name=str(name_or_path), **kwargs)
 
     def render(self, messages: list[Message]) -> str:

@@ -29,8 +29,7 @@ import torch
 from rewardkit.data.prompts import Prompt
 from rewardkit.data.record import Message
 from rewardkit.errors import RewardkitError
-from rewardkit.models.implicit import load_causal_lm, pad_id_of
-from rewardkit.models.reward_model import resolve_model
+from rewardkit.models.implicit import load_causal_lm, pad_id_of, quantization_note
 from rewardkit.precision import compute_context, default_device, resolve_precision
 from rewardkit.sampling.settings import Generation, SamplingSettings, prompt_seed, sample_seed
 from rewardkit.text import TextEncoder, special_layout
@@ -131,8 +130,7 @@ class LocalPolicy:
     @classmethod
     def from_pretrained(cls, name_or_path, *, trust_remote_code: bool = False, **kwargs) -> LocalPolicy:
         model, tokenizer = load_causal_lm(name_or_path, trust_remote_code=trust_remote_code)
-        gguf = resolve_model(name_or_path)[1]
-        kwargs.setdefault("quantization", f"GGUF {gguf}, dequantized to float32" if gguf else None)
+        kwargs.setdefault("quantization", quantization_note(name_or_path))
         return cls(model, tokenizer, name=str(name_or_path), **kwargs)
 
     def encode_prompt(self, messages: list[Message]) -> list[int]:

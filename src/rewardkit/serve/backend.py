@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rewardkit.errors import RewardkitError
-from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer
+from rewardkit.models.scorer import ScoreItem, ScoreResult, Scorer, normalization_stats
 from rewardkit.serve.schemas import ItemIn
 
 Overlength = Literal["reject", "truncate"]
@@ -72,7 +72,7 @@ class Backend:
                              f"refuse sequences over {max_length} tokens")
         limits = [n for n in (max_length, model_max) if n]
         self.max_length = min(limits) if limits else None
-        self.normalization = _normalization(scorer)
+        self.normalization = normalization_stats(scorer)
         self.vocab_size = getattr(scorer, "vocab_size", None) if self.encodes else None
         planner = getattr(scorer, "planner", None)
         self.shares_prefix = bool(getattr(planner, "packed", False))
@@ -204,23 +204,6 @@ class Backend:
             text = getattr(getattr(self.scorer, "model", None), "text", None)
             return getattr(text, "max_length", None)
         return None
-
-
-def _normalization(scorer: Scorer) -> tuple[float, float] | None:
-    """(mean, std) stored with the model, if it has usable ones."""
-    stats = getattr(scorer, "normalization", None)
-    if stats is None:
-        meta = getattr(getattr(scorer, "model", None), "meta", None)
-        stats = getattr(meta, "normalization", None)
-    if not isinstance(stats, dict):
-        return None
-    try:
-        mean, std = float(stats["mean"]), float(stats["std"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        return None
-    return mean, std
 
 
 def _finite(value):
