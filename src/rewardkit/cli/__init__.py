@@ -6,8 +6,6 @@ as one line naming the file, line and field, with exit code 2; they never surfac
 
 from __future__ import annotations
 
-import sys
-
 from rewardkit.cli.common import app, split_example
 
 # Each module registers its commands on `app`; the order here is the order of `rewardkit --help`.
@@ -19,6 +17,3 @@ __all__ = ["app", "main", "split_example"]
 def main() -> None:
     app(prog_name="rewardkit")
 
-
-if __name__ == "__main__":
-    sys.exit(main())
