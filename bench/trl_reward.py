@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 
 from common import device_name
@@ -66,6 +67,8 @@ def main() -> int:
     parser.add_argument("--samples", required=True, help="Policy samples in the generic format.")
     parser.add_argument("--limit", type=int, default=None, help="Use the first N prompts.")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", default="auto", help="The reward function's (TRL's path is fp32, its "
+                                                                 "default): auto, fp32 or bf16.")
     parser.add_argument("--json", help="Also write the figures here.")
     args = parser.parse_args()
 
@@ -73,7 +76,7 @@ def main() -> int:
     if not completions:
         print(f"{args.samples}: no non-empty completions", file=sys.stderr)
         return 2
-    rf = reward_function(args.rm)
+    rf = reward_function(args.rm, precision=args.precision)
     ours = reward_harness(rf, args.rm)
     theirs = reward_harness(args.rm, args.rm)
 
@@ -83,18 +86,20 @@ def main() -> int:
     scorer = rf.rewards.scorer
     alone = [scorer.score([ScoreItem(p, [_response(c)])])[0].rewards[0] for p, c in zip(prompts, completions)]
     gap = max(abs(a - b) for a, b in zip(r_ours, alone))
+    spread = statistics.pstdev(alone)
     figures = {
         "device": device_name(), "rm": args.rm, "samples": args.samples, "prompts": len(set(group)),
         "completions": len(completions), "precision": scorer.describe().get("precision"),
         "rewardkit_s": t_ours, "trl_s": t_theirs, "speedup": t_theirs / t_ours,
-        "max_abs_gap_to_rewardkit_score": gap,
+        "max_abs_gap_to_rewardkit_score": gap, "reward_std": spread,
         "trl_vs_rewardkit": {"pairwise_agreement": pairwise_agreement(r_ours, r_theirs, group),
                              "spearman": spearman(r_ours, r_theirs)},
     }
     print(f"{len(completions)} completions of {len(set(group))} prompts ({figures['device']})")
     print(f"  rewardkit reward function  {t_ours:8.3f} s  {len(completions) / t_ours:8.1f} completions/s")
     print(f"  TRL, checkpoint by path    {t_theirs:8.3f} s  {len(completions) / t_theirs:8.1f} completions/s")
-    print(f"  ratio {figures['speedup']:.2f}x; reward function vs rewardkit score: max |gap| {gap:.2e}")
+    print(f"  ratio {figures['speedup']:.2f}x; reward function ({figures['precision']}) vs rewardkit score of each "
+          f"completion alone: max |gap| {gap:.2e} (reward std {spread:.3f})")
     agreement = figures["trl_vs_rewardkit"]
     print(f"  TRL's scores vs rewardkit's: pairwise agreement {agreement['pairwise_agreement']:.3f}, "
           f"Spearman {agreement['spearman']:.3f}")
