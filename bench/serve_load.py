@@ -176,27 +176,31 @@ def report_batches(url: str) -> None:
 def compute_ceiling(ckpt: Path, bodies: list[dict], rk_seconds: float, naive_seconds: float) -> str:
     """How close each server runs to this CPU's matrix-product speed, and so what ratio is possible at all.
 
-    Tokens are counted as the servers compute them (after truncation): rewardkit's real tokens, the naive
-    server's rows padded to each request's longest response. FLOPs are 2 x non-embedding parameters a token
-    (attention's own products left out: small at these lengths), against cpu_probe()'s fp32 and bf16 speed.
+    Tokens are counted as the servers compute them (after truncation): rewardkit's real tokens, a prompt once
+    per request where its batch plan shares prefixes (causal models), the naive server's rows padded to each
+    request's longest response. FLOPs are 2 x non-embedding parameters a token (attention's own products left
+    out: small at these lengths), against cpu_probe()'s fp32 and bf16 speed.
     """
+    from rewardkit.batching import segment_tokens
     from rewardkit.models.rm_scorer import RewardModelScorer
     from rewardkit.models.scorer import ScoreItem
     from rewardkit.precision import cpu_probe
 
     scorer = RewardModelScorer.from_pretrained(ckpt, precision="fp32")
     encoded = scorer.encode([ScoreItem(b["prompt"], b["responses"]) for b in bodies])
-    real = sum(len(e.input_ids) for group in encoded for e in group)
+    computed = sum(segment_tokens(group, share=scorer.planner.packed) for group in encoded)
     padded = sum(len(group) * max(len(e.input_ids) for e in group) for group in encoded)
     params = sum(p.numel() for name, p in scorer.model.hf_model.named_parameters() if "embed" not in name)
     probe = cpu_probe()
     naive_rate = 2 * params * padded / naive_seconds / 1e9
-    rk_rate = 2 * params * real / rk_seconds / 1e9
-    return (f"compute: {real} real tokens ({padded} with the naive server's padding), {params / 1e6:.1f}M "
-            f"non-embedding parameters; naive {naive_rate:.0f} GFLOP/s ({naive_rate / probe.fp32_gflops:.0%} of "
-            f"this CPU's fp32 product speed, {probe.fp32_gflops:.0f}), rewardkit {rk_rate:.0f} GFLOP/s (bf16 "
-            f"products run at {probe.bf16_gflops:.0f} here). Computing the same tokens, a server can beat the "
-            f"naive one by at most about {probe.bf16_gflops / naive_rate * padded / real:.1f}x on this machine.")
+    rk_rate = 2 * params * computed / rk_seconds / 1e9
+    shared = " (each prompt once: shared prefixes)" if scorer.planner.packed else ""
+    return (f"compute: rewardkit {computed} tokens{shared}, the naive server {padded} (padding included); "
+            f"{params / 1e6:.1f}M non-embedding parameters; naive {naive_rate:.0f} GFLOP/s "
+            f"({naive_rate / probe.fp32_gflops:.0%} of this CPU's fp32 product speed, {probe.fp32_gflops:.0f}), "
+            f"rewardkit {rk_rate:.0f} GFLOP/s (bf16 products run at {probe.bf16_gflops:.0f} here). Computing "
+            f"these tokens, rewardkit can beat the naive server by at most about "
+            f"{probe.bf16_gflops / naive_rate * padded / computed:.1f}x on this machine.")
 
 
 def bench_server(server: Server, bodies: list[dict], args) -> tuple[Run, dict]:
