@@ -139,7 +139,8 @@ def main() -> int:
         "reward_first_fifth": sum(h["reward"] for h in first) / len(first),
         "reward_last_fifth": sum(h["reward"] for h in last_steps) / len(last_steps),
         "kl_last": steps[-1].get("kl") if steps else None,
-        "train_runtime_s": next((h["train_runtime"] for h in history if "train_runtime" in h), None),
+        # Summed over the logged steps, so a resumed run counts the steps it did before the interruption too.
+        "step_seconds": sum(h.get("step_time", 0.0) for h in steps),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
