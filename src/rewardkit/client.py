@@ -62,8 +62,8 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ReadError,
                     httpx.WriteError, httpx.RemoteProtocolError)
 DESCRIPTION_KEYS = ("scorer", "model", "describe", "description")  # where a server may put its scorer's describe()
-RESULT_FIELDS = ("rewards", "objectives", "weights", "step_rewards", "members", "response_tokens", "truncated",
-                 "normalized_rewards")
+RESULT_FIELDS = ("rewards", "objectives", "weights", "step_rewards", "members", "uncertainty", "response_tokens",
+                 "truncated", "normalized_rewards")
 
 
 # -- errors ----------------------------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def root(version: Annotated[bool, typer.Option("--version", callback=print_versi
 # -- shared options ----------------------------------------------------------------------------------------------
 MODEL_HELP = ("A reward model (a directory, a hub id, or a packaged offline backbone: 'minilm' or 'smollm2'); "
               "'dpo:POLICY[@REFERENCE][?beta=0.1&mode=avg]' for a DPO policy read as an implicit reward model; "
-              "'judge:MODEL' or 'judge:http://HOST/v1?model=NAME' for an LLM judge.")
+              "'judge:MODEL' or 'judge:http://HOST/v1?model=NAME' for an LLM judge; 'ensemble:A,B,C?agg=uwo' or an "
+              "ensemble manifest for several models as one; 'http://HOST:PORT' for a running rewardkit serve.")
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", "-f", help="Input format ('-' or '_' alike, e.g. rm-bench); detected when left out, with the other "

@@ -32,6 +32,7 @@ class ScoreResult:
     weights:          the combination weights that produced `rewards` from `objectives`.
     step_rewards:     per response, one score per step (process reward models).
     members:          per ensemble member, one score per response.
+    uncertainty:      per response, the spread of the ensemble members' scores.
     response_tokens:  per response, its length in the scorer's tokens (prompt and template excluded).
     truncated:        per response, how many tokens truncation removed (0 when it fit).
     """
@@ -41,6 +42,7 @@ class ScoreResult:
     weights: dict[str, float] | None = None
     step_rewards: list[list[float]] | None = None
     members: list[list[float]] | None = None
+    uncertainty: list[float] | None = None
     response_tokens: list[int] | None = None
     truncated: list[int] | None = None
 

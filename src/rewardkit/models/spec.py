@@ -7,7 +7,11 @@
                                                without a reference, a reference-free mode (sum, avg, norm)
     judge:MODEL[?prompt=ID]                    a local causal LM as a pairwise judge (METHODS §8)
     judge:http(s)://HOST/v1?model=NAME         any OpenAI-compatible endpoint as a pairwise judge
-    python:MODULE:CALLABLE                     your own Scorer: CALLABLE() returns it (gold functions, ensembles)
+    python:MODULE:CALLABLE                     your own Scorer: CALLABLE() returns it (gold functions, ...)
+    ensemble:A,B,C[?agg=uwo&lambda=0.5&ddof=0] several models as one (rewardkit.models.ensemble); members are
+                                               specs (NAME=SPEC names one); stats from each member's own
+                                               stored normalisation
+    PATH/ensemble.json or its directory        an ensemble manifest, with its members' reference stats
     http(s)://HOST:PORT                        a running `rewardkit serve`, through RewardClient (its API key from
                                                $REWARDKIT_API_KEY); the server's own settings apply
 
@@ -58,7 +62,14 @@ def load_scorer(spec: str, *, max_length: int | None = None, chat_template: str 
     if reward_model_options.get("compile") and (spec.startswith(("python:", "dpo:", "judge:"))
                                                 or _is_frozen_heads(spec)):
         raise RewardkitError(f"{spec}: compile applies to reward models")
-    if spec.startswith("python:"):
+    if spec.startswith("ensemble:") or _is_ensemble_manifest(spec):
+        from rewardkit.models.ensemble import EnsembleScorer, ensemble_from_spec
+
+        loading = {"max_length": max_length, "chat_template": chat_template, "precision": precision,
+                   **reward_model_options}
+        scorer = ensemble_from_spec(spec, **loading) if spec.startswith("ensemble:") else EnsembleScorer.load(
+            spec, **loading)
+    elif spec.startswith("python:"):
         scorer = scorer_from_callable(spec[len("python:"):])
     elif spec.startswith("dpo:"):
         from rewardkit.models.implicit import ImplicitRewardScorer
@@ -110,6 +121,12 @@ def _remote_scorer(url: str, *, length_calibration: str | None, **options) -> Sc
 
         scorer = LengthCalibratedScorer.load(scorer, length_calibration)
     return scorer
+
+
+def _is_ensemble_manifest(spec: str) -> bool:
+    from rewardkit.models.ensemble import is_manifest
+
+    return is_manifest(spec)
 
 
 def _is_frozen_heads(spec: str) -> bool:

@@ -197,6 +197,8 @@ class ItemScores(BaseModel):
     step_rewards: list[list[float | None]] | None = Field(None, description="Per response, one score per step.")
     members: list[list[float | None]] | None = Field(None, description="Per ensemble member, one score per "
                                                                       "response.")
+    uncertainty: list[float | None] | None = Field(None, description="Per response, the ensemble members' "
+                                                                     "spread.")
     response_tokens: list[int] | None = Field(None, description="Per response, its length in model tokens.")
     truncated: list[int] | None = Field(None, description="Per response, tokens that truncation removed.")
 
