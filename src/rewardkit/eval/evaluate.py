@@ -17,6 +17,7 @@ import numpy as np
 from rewardkit.data.record import PreferenceRecord
 from rewardkit.errors import DataError
 from rewardkit.eval import metrics
+from rewardkit.eval.ensemble import ensemble_report
 from rewardkit.io import json_ready
 from rewardkit.models.scorer import ScoreResult
 
@@ -41,6 +42,9 @@ def evaluate(
     record is), of the combined reward on those same comparisons, and of that objective's scores on every
     comparison; plus "weights", the combination weights of the first result. The top-level accuracy is the
     combined reward's on every comparison, as for any scorer.
+
+    Ensembles' results (ScoreResult.members) add "ensemble" (rewardkit.eval.ensemble.ensemble_report: each
+    member's accuracy and the AUROC of the members' spread against the ensemble's wrong pairs).
 
     Process reward models' results (ScoreResult.step_rewards) on records with step labels add "steps"
     (rewardkit.eval.steps.evaluate_steps: step AUROC and accuracy, solution AUROC per aggregation).
@@ -117,6 +121,9 @@ def evaluate(
     if per_objective is not None:
         report["objectives"] = per_objective
         report["weights"] = next((res.weights for res in results if res.weights is not None), None)
+    ensemble = ensemble_report(records, results, describe)
+    if ensemble is not None:
+        report["ensemble"] = ensemble
     if any(res.step_rewards is not None for res in results) and any(rec.step_labels for rec in records):
         from rewardkit.eval.steps import evaluate_steps
 

@@ -128,6 +128,17 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
             [[name, _num(weights.get(name), 3), _pct(o.get("accuracy")), _pct(o.get("combined_accuracy")),
               str(o.get("n_comparisons")), _pct(o.get("accuracy_all"))] for name, o in objectives.items()])
 
+    ensemble = r("ensemble") or {}
+    if ensemble:
+        lines += ["", "## Ensemble", "",
+                  f"Ensemble accuracy {_pct(ensemble.get('accuracy'))}; best member "
+                  f"{_pct(ensemble.get('best_member_accuracy'))}, mean member "
+                  f"{_pct(ensemble.get('mean_member_accuracy'))}. AUROC of the members' spread against the "
+                  f"ensemble's wrong pairs: {_num(ensemble.get('uncertainty_auroc'), 3)} (0.5: the spread says "
+                  "nothing about the errors).", ""]
+        lines += markdown_table(["member", "accuracy"],
+                                [[m.get("name"), _pct(m.get("accuracy"))] for m in ensemble.get("members", [])])
+
     subsets = r("subsets") or {}
     if subsets:
         lines += ["", "## Subsets", ""]

@@ -189,7 +189,7 @@ class EnsembleScorer:
                 "aggregator": self.aggregator, "lambda": self.lam if self.lam is not None else
                 DEFAULT_LAMBDA.get(self.aggregator), "ddof": self.ddof, "standardize": self.standardize,
                 "objectives": list(_agreement_key(self.members[0].describe())[0]),
-                "members": [{"name": n, "stats": _stats_json(s), **m.describe()}
+                "members": [{**m.describe(), "member": n, "stats": _stats_json(s)}
                             for n, s, m in zip(self.names, self.stats, self.members)]}
 
     # -- the manifest --------------------------------------------------------------------------------------
