@@ -23,8 +23,13 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
           epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
           lr: Annotated[Optional[float], typer.Option("--lr")] = None,
           max_length: MaxLenOpt = None,
-          batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Records per optimizer step.")] = None):
-    """Train a reward model. Running the same command again resumes from OUTPUT/last.
+          batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Records per optimizer step.")] = None,
+          members: Annotated[Optional[int], typer.Option(
+              "--members", help="Train K ensemble members into OUTPUT/member0.. and write OUTPUT/ensemble.json.")] = None,
+          vary: Annotated[Optional[str], typer.Option(
+              "--vary", help="With --members: what differs between members: seed, order or bootstrap.")] = None):
+    """Train a reward model (or, with --members K, the K members of an ensemble). Running the same command
+    again resumes from OUTPUT/last (an ensemble: skips finished members and resumes the interrupted one).
 
     Example: rewardkit train -m minilm -d runs/demo/data/synthetic_train.jsonl --eval-data
         runs/demo/data/synthetic_test.jsonl -o runs/mine --epochs 1
@@ -36,6 +41,22 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
         quiet_transformers()
         cfg = load_config(config, set_, model=model, data=data, eval_data=eval_data, output=output, loss=loss,
                           epochs=epochs, lr=lr, max_length=max_length, batch_size=batch_size)
+        if members is not None or vary is not None:
+            ensemble = {**(cfg.ensemble.model_dump() if cfg.ensemble else {}),
+                        **({"members": members} if members is not None else {}),
+                        **({"vary": vary} if vary is not None else {})}
+            cfg = load_config(config, [*(set_ or [])], model=model, data=data, eval_data=eval_data, output=output,
+                              loss=loss, epochs=epochs, lr=lr, max_length=max_length, batch_size=batch_size,
+                              ensemble=ensemble)
+        if cfg.ensemble is not None:
+            from rewardkit.train import train_members
+
+            done = train_members(cfg, on_member=lambda i, info: console.print(
+                f"member {i}: " + ("already trained, skipped" if info["skipped"] else
+                                   f"trained {info['steps']} steps in {info['seconds']:.1f}s") +
+                (f", held-out accuracy {100 * info['accuracy']:.1f}%" if info.get("accuracy") is not None else "")))
+            console.print(f"wrote {done.manifest} ({len(done.members)} members): use --model {done.output}")
+            return
         result = run_training(cfg)
         print_training(result)
 

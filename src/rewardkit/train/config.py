@@ -39,6 +39,21 @@ class ProcessSettings(BaseModel):
                                  "(an outcome model with the same layout)")
 
 
+class EnsembleSettings(BaseModel):
+    """Train several members that differ by `vary`, and write their ensemble manifest (rewardkit.train.members).
+
+    vary: "seed" (head initialisation and data order), "order" (data order only, one initialisation), or
+    "bootstrap" (each member trains on a resample of the training records drawn with replacement; one
+    initialisation).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    members: int = Field(5, ge=2, description="how many members to train")
+    vary: Literal["seed", "order", "bootstrap"] = "seed"
+    aggregator: Literal["mean", "wco", "uwo", "mean_minus_std"] = Field(
+        "mean", description="the manifest's aggregator (any can be chosen at scoring time too)")
+
+
 class DataSource(BaseModel):
     """A data file whose preference labels speak to one objective of a multi-objective model.
 
@@ -128,7 +143,10 @@ class TrainConfig(BaseModel):
     batch_tokens: int = Field(16384, ge=64, description="most tokens per forward pass; a larger micro-batch "
                               "is split into several passes with the same gradient")
     seed: int = 0
+    data_seed: int | None = Field(None, description="seed of the data order alone (None: seed)")
     lora: LoraSettings | None = None
+    ensemble: EnsembleSettings | None = Field(None, description="train members of an ensemble instead of one "
+                                              "model (see EnsembleSettings)")
 
     # bookkeeping
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: at the end of each epoch)")

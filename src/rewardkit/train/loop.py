@@ -85,6 +85,9 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
     # -- setup ---------------------------------------------------------------------------------------------
+    if config.ensemble is not None:
+        raise RewardkitError("config: 'ensemble' trains several members: use rewardkit.train.train_members "
+                             "(the CLI does), not train()")
     out = Path(config.output)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               log_with=None if config.log_with == "none" else config.log_with,
@@ -266,7 +269,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, config.epochs):
-            batches = epoch_batches(examples, config.batch_size, config.seed, epoch)
+            batches = epoch_batches(examples, config.batch_size, _data_seed(config), epoch)
             first = start_batch if epoch == start_epoch else 0
             for b in range(first, len(batches)):
                 if step >= total_steps:
@@ -524,6 +527,10 @@ def _describe_objectives(counts: dict, model: RewardModel, config: TrainConfig, 
 def _plain(entries: list) -> list:
     """Data entries as JSON: paths stay strings, tagged files become {path, objective}."""
     return [e if isinstance(e, str) else e.model_dump(exclude_none=True) for e in entries]
+
+
+def _data_seed(config: TrainConfig) -> int:
+    return config.seed if config.data_seed is None else config.data_seed
 
 
 def load_training_data(sources: list[str | DataSource], config: TrainConfig, split: str):

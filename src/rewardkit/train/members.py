@@ -1,0 +1,123 @@
+"""Train the members of an ensemble with one command: K ordinary `train()` runs and a manifest.
+
+    config.ensemble = EnsembleSettings(members=5, vary="seed")
+    result = train_members(config)      # OUTPUT/member0 ... member4, OUTPUT/ensemble.json
+
+Members differ by `vary` (rewardkit.train.config.EnsembleSettings). Member i trains into OUTPUT/member{i} with
+the config's own settings otherwise; a finished member leaves OUTPUT/member{i}/member.json, so running the same
+command again skips it and resumes the member that was interrupted (train() resumes from its `last`). The
+manifest reads each member's `best` checkpoint (its `last` without eval data) and holds the members'
+standardisation stats, computed on the eval data (the training data when there is none), so that `--model
+OUTPUT` is the ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rewardkit.errors import RewardkitError
+from rewardkit.train.config import TrainConfig
+
+MEMBER_DONE = "member.json"
+
+
+@dataclass
+class MembersResult:
+    output: Path
+    manifest: Path
+    members: list[dict] = field(default_factory=list)  # per member: dir, checkpoint, accuracy, seconds, skipped
+
+
+def member_config(config: TrainConfig, i: int, data_file: Path | None = None) -> TrainConfig:
+    """Member i's config: its own output folder and what `vary` changes."""
+    vary = config.ensemble.vary
+    update: dict = {"output": str(Path(config.output) / f"member{i}"), "ensemble": None}
+    if vary == "seed":
+        update["seed"] = config.seed + i
+    elif vary == "order":
+        update["data_seed"] = (config.seed if config.data_seed is None else config.data_seed) + i
+    else:  # bootstrap: the member's resample, already written, is its whole training set
+        update.update(data=[str(data_file)], split="all", format=None, field_map=None, format_options=None)
+    return config.model_copy(update=update)
+
+
+def bootstrap_sample(n: int, seed: int) -> list[int]:
+    """n indices drawn with replacement from range(n), a pure function of the seed."""
+    rng = random.Random(seed)
+    return [rng.randrange(n) for _ in range(n)]
+
+
+def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | None = None) -> MembersResult:
+    """Train config.ensemble.members members and write OUTPUT/ensemble.json (see the module docstring)."""
+    from rewardkit.train.loop import load_training_data, train
+
+    settings = config.ensemble
+    if settings is None:
+        raise RewardkitError("config: field 'ensemble' is not set (ensemble: {members: K, vary: seed})")
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    records = None
+    members = []
+    for i in range(settings.members):
+        member_dir = out / f"member{i}"
+        done = member_dir / MEMBER_DONE
+        if done.is_file():
+            info = {**json.loads(done.read_text()), "skipped": True}
+        else:
+            data_file = None
+            if settings.vary == "bootstrap":
+                if records is None:
+                    records, _ = load_training_data(config.data_sources(), config, config.split)
+                data_file = _write_resample(records, member_dir / "bootstrap.jsonl", config.seed + i)
+            result = train(member_config(config, i, data_file))
+            checkpoint = result.output / ("best" if result.best_accuracy is not None else "last")
+            info = {"member": i, "dir": member_dir.name, "checkpoint": str(checkpoint.relative_to(out)),
+                    "accuracy": result.best_accuracy, "steps": result.steps, "seconds": result.train_seconds}
+            from rewardkit.io import atomic_write_json
+
+            atomic_write_json(done, info)
+            info = {**info, "skipped": False}
+        members.append(info)
+        if on_member is not None:
+            on_member(i, info)
+    manifest = write_manifest(config, out, [m["checkpoint"] for m in members])
+    return MembersResult(out, manifest, members)
+
+
+def write_manifest(config: TrainConfig, out: Path, checkpoints: list[str]) -> Path:
+    """The members as an ensemble, with stats on the eval data (or the training data)."""
+    from rewardkit.models.ensemble import EnsembleScorer
+    from rewardkit.models.scorer import ScoreItem
+    from rewardkit.train.loop import load_training_data
+
+    if config.eval_data:
+        reference, _ = load_training_data(config.eval_sources(), config, config.eval_split)
+    else:
+        reference, _ = load_training_data(config.data_sources(), config, config.split)
+    ensemble = EnsembleScorer.from_specs(checkpoints, names=[Path(c).parent.name for c in checkpoints], base=out,
+                                         aggregator=config.ensemble.aggregator, max_length=config.max_length,
+                                         precision=config.precision)
+    ensemble.fit_stats([ScoreItem(r.prompt, r.responses) for r in reference])
+    return ensemble.save(out)
+
+
+def _write_resample(records, path: Path, seed: int) -> Path:
+    from rewardkit.data import write_canonical_jsonl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():  # written once: a resumed member trains on the same resample
+        picks = bootstrap_sample(len(records), seed)
+        write_canonical_jsonl(_renamed(records, picks), path)
+    return path
+
+
+def _renamed(records, picks):
+    """The picked records, each copy with its own id (a record drawn twice stays two records)."""
+    from dataclasses import replace
+
+    for k, j in enumerate(picks):
+        yield replace(records[j], id=f"{records[j].id}#{k}")
