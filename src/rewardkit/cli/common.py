@@ -70,6 +70,11 @@ data_app = typer.Typer(cls=ExampleGroup, no_args_is_help=True,
                        help="Look at and convert preference data.\n\n"
                             "Example: rewardkit data inspect runs/demo/data/synthetic_test.jsonl")
 app.add_typer(data_app, name="data")
+ensemble_app = typer.Typer(cls=ExampleGroup, no_args_is_help=True,
+                           help="Work with several reward models as one (a manifest is used with --model DIR).\n\n"
+                                "Example: rewardkit ensemble average runs/a/best runs/b/best --data test.jsonl -o "
+                                "runs/warm")
+app.add_typer(ensemble_app, name="ensemble")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
 
 
