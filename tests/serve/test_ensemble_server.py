@@ -38,10 +38,19 @@ def expected(ensemble_dir):
 
 def test_served_ensemble_answers_members_and_uncertainty(ensemble_dir, expected, tmp_path):
     server = ServerProcess(["--model", str(ensemble_dir), "--precision", "fp32"], tmp_path / "server.log")
+    body = {"prompt": PROMPT, "responses": RESPONSES}
     try:
-        got = httpx.post(f"{server.url}/score", json={"prompt": PROMPT, "responses": RESPONSES}, timeout=60).json()
+        got = httpx.post(f"{server.url}/score", json=body, timeout=60).json()
+        worst = httpx.post(f"{server.url}/score", json={**body, "aggregator": "wco"}, timeout=60).json()
+        bad = httpx.post(f"{server.url}/score", json={**body, "aggregator": "median"}, timeout=60)
     finally:
         server.stop()
+    # wco per request: the smallest standardised member reward, recomputed here from the members
+    ensemble = EnsembleScorer.load(ensemble_dir, precision="fp32")
+    z = [[(r - s.mean) / s.std for r in member] for member, s in zip(got["members"], ensemble.stats)]
+    assert worst["rewards"] == pytest.approx([min(col) for col in zip(*z)], abs=TOL)
+    assert worst["members"] == got["members"]
+    assert bad.status_code == 422
     assert got["rewards"] == pytest.approx(expected.rewards, abs=TOL)
     assert got["uncertainty"] == pytest.approx(expected.uncertainty, abs=TOL)
     assert [m for m in got["members"]] == [pytest.approx(m, abs=TOL) for m in expected.members]
@@ -57,3 +66,11 @@ def test_cli_score_of_the_manifest_matches(ensemble_dir, expected, tmp_path):
     row = json.loads(out.read_text().splitlines()[0])
     assert row["rewards"] == pytest.approx(expected.rewards, abs=TOL)
     assert row["uncertainty"] == pytest.approx(expected.uncertainty, abs=TOL)
+
+
+def test_aggregator_on_a_single_model_is_a_clear_400(rm_server):
+    from serve_helpers import API_KEY
+
+    answer = httpx.post(f"{rm_server.url}/score", json={"prompt": PROMPT, "responses": RESPONSES, "aggregator": "wco"},
+                        headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    assert answer.status_code == 400 and "not an ensemble" in answer.json()["detail"]

@@ -13,10 +13,11 @@ Aggregators, over the k members' (standardised) rewards of one response:
 - `mean_minus_std`: mean - lambda * standard deviation (lambda 1).
 
 Standardisation z_i = (R_i - mu_i) / s_i with each member's mean and population std on a reference set puts
-members on one scale, so that `wco` does not just pick the member with the lowest offset. It is on by default
-for every aggregator but `mean`, and then needs the stats: fitted (`fit_stats`), stored in the manifest, or a
-member's own stored normalisation. `uncertainty` is the members' standard deviation (same ddof) of the values
-the aggregator sees; `members` holds each member's own reward, unstandardised.
+members on one scale, so that `wco` does not just pick the member with the lowest offset. Unless set, it is on
+whenever every member has stats (fitted with `fit_stats`, stored in the manifest, or a member's own stored
+normalisation), and always for `wco`, `uwo` and `mean_minus_std`, which then need them. `uncertainty` is the
+members' standard deviation (same ddof) of the values the aggregator sees; `members` holds each member's own
+reward, unstandardised.
 
 The math is in pure functions (`aggregate`, `spread`, `standardize`, `reference_stats`) over (k members x n
 responses) lists.
@@ -130,7 +131,7 @@ class EnsembleScorer:
             raise RewardkitError(f"ensemble member names must be unique, one a member: {self.names}")
         self.specs = list(specs) if specs else None
         self.aggregator, self.lam, self.ddof = aggregator, lam, ddof
-        self.standardize = aggregator != "mean" if standardize is None else standardize
+        self.standardize_setting = standardize
         self._check_agreement()
         given = list(stats) if stats is not None else [None] * len(self.members)
         # A member's own stored normalisation (rewardkit.json) stands in where no stats were given.
@@ -162,24 +163,54 @@ class EnsembleScorer:
         self.stats = fitted
         return fitted
 
+    def standardizes(self, aggregator: str | None = None) -> bool:
+        """Whether `aggregator` (default: the ensemble's) sees standardised rewards: as set, else whenever every
+        member has stats, and always for the conservative aggregators (which then need them)."""
+        if self.standardize_setting is not None:
+            return self.standardize_setting
+        return (aggregator or self.aggregator) != "mean" or all(s is not None for s in self.stats)
+
+    @property
+    def standardize(self) -> bool:
+        return self.standardizes()
+
+    def combine(self, raw: Sequence[Sequence[float]], aggregator: str | None = None
+                ) -> tuple[list[float], list[float] | None]:
+        """(k members x n responses) raw rewards -> (aggregate, uncertainty), with the ensemble's aggregator or
+        another one (its lambda then the default, unless it is the ensemble's own)."""
+        aggregator = aggregator or self.aggregator
+        check_aggregator(aggregator)
+        lam = self.lam if aggregator == self.aggregator else None
+        stats = self._require_stats() if self.standardizes(aggregator) else None
+        seen = [standardize(r, s) for r, s in zip(raw, stats)] if stats else [list(r) for r in raw]
+        if aggregator in ("uwo", "mean_minus_std") and len(seen) <= self.ddof:
+            raise RewardkitError(f"{aggregator} with ddof={self.ddof} needs more than {self.ddof} members")
+        return (aggregate(seen, aggregator, lam, self.ddof),
+                spread(seen, self.ddof) if len(seen) > self.ddof else None)
+
+    def reaggregate(self, result: ScoreResult, aggregator: str) -> ScoreResult:
+        """The same members' rewards under another aggregator (the server's per-request "aggregator")."""
+        if result.members is None:
+            raise RewardkitError("this result has no member rewards to aggregate")
+        rewards, uncertainty = self.combine(result.members, aggregator)
+        return ScoreResult(rewards=rewards, members=result.members, uncertainty=uncertainty,
+                           response_tokens=result.response_tokens, truncated=result.truncated)
+
     def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
         per_member = [member.score(items) for member in self.members]
         for name, results in zip(self.names, per_member):
             if len(results) != len(items):
                 raise RewardkitError(f"ensemble member {name!r} returned {len(results)} results for {len(items)} "
                                      "items")
-        stats = self._require_stats() if self.standardize else None
         out = []
         for i, item in enumerate(items):
-            raw = [results[i].rewards for results in per_member]
+            raw = [list(results[i].rewards) for results in per_member]
             for name, rewards in zip(self.names, raw):
                 if len(rewards) != len(item.responses):
                     raise RewardkitError(f"ensemble member {name!r}: {len(rewards)} rewards for item {i}'s "
                                          f"{len(item.responses)} responses")
-            seen = [standardize(r, s) for r, s in zip(raw, stats)] if stats else raw
-            out.append(ScoreResult(rewards=aggregate(seen, self.aggregator, self.lam, self.ddof),
-                                   members=[list(r) for r in raw],
-                                   uncertainty=spread(seen, self.ddof) if len(seen) > self.ddof else None,
+            rewards, uncertainty = self.combine(raw)
+            out.append(ScoreResult(rewards=rewards, members=raw, uncertainty=uncertainty,
                                    response_tokens=per_member[0][i].response_tokens,
                                    truncated=per_member[0][i].truncated))
         return out
@@ -198,7 +229,7 @@ class EnsembleScorer:
             raise RewardkitError("this ensemble was built from Scorer objects, not specs, so it cannot be saved "
                                  "as a manifest; build it with EnsembleScorer.from_specs")
         return {"format": MANIFEST_FORMAT, "version": 1, "aggregator": self.aggregator,
-                "lambda": self.lam, "ddof": self.ddof, "standardize": self.standardize,
+                "lambda": self.lam, "ddof": self.ddof, "standardize": self.standardize_setting,
                 "members": [{"name": n, "spec": spec, **({"stats": _stats_json(s)} if s else {})}
                             for n, spec, s in zip(self.names, self.specs, self.stats)]}
 

@@ -191,7 +191,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         request.state.responses = sum(it.n_responses for it in items)
         try:
             results = await _score(state, items, batched=body.batched, normalize=body.normalize,
-                                   aggregation=body.aggregation)
+                                   aggregation=body.aggregation, aggregator=body.aggregator)
         except RequestError as e:
             request.state.error = e.detail
             return JSONResponse({"detail": e.detail}, e.status, headers=e.response_headers())
@@ -225,14 +225,23 @@ def _check_normalize(backend: Backend, normalize: bool) -> None:
 
 
 async def _score(state: ServerState, items, *, batched: bool, normalize: bool,
-                 aggregation: str | None = None) -> list[dict[str, Any]]:
+                 aggregation: str | None = None, aggregator: str | None = None) -> list[dict[str, Any]]:
     """Prepare, queue and await one /score request, and render its results."""
+    from rewardkit.models.ensemble import EnsembleScorer
+
     backend = _backend_or_503(state)
     if aggregation is not None and not backend.is_process:
         raise RequestError(400, "aggregation: this model is not a process reward model (it gives one reward per "
                                 "response, no step scores); ask without aggregation")
+    if aggregator is not None and not isinstance(backend.scorer, EnsembleScorer):
+        raise RequestError(400, "aggregator: this model is not an ensemble; ask without aggregator")
     _check_normalize(backend, normalize)
     _, results = await _run(state, partial(backend.prepare, items, batched=batched))
+    if aggregator is not None:
+        try:
+            results = [backend.scorer.reaggregate(r, aggregator) for r in results]
+        except RewardkitError as e:
+            raise RequestError(400, f"aggregator: {e}") from None
     return backend.render(results, normalize=normalize, aggregation=aggregation)
 
 

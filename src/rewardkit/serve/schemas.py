@@ -161,6 +161,8 @@ class ScoreRequest(BaseModel):
                                                      "with the model.")
     aggregation: Aggregation | None = Field(None, description="Process reward models: how step scores become "
                                                               "each reward (default: the server's).")
+    aggregator: Literal["mean", "wco", "uwo", "mean_minus_std"] | None = Field(
+        None, description="Ensembles: how the members' rewards combine (default: the ensemble's).")
 
     @model_validator(mode="after")
     def _items_or_one(self):
