@@ -16,7 +16,8 @@ from rewardkit.cli import app, split_example
 
 runner = CliRunner()
 COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "sample", "serve", "data inspect",
-            "data convert", "train", "export", "demo", "doctor"]
+            "data convert", "ensemble average", "train", "export", "demo", "doctor"]
+GROUPS = ("data", "ensemble")
 
 
 def help_of(command: str, columns: int = 80) -> str:
@@ -35,9 +36,9 @@ def example_of(command: str, columns: int = 80) -> str:
 
 def test_every_command_is_covered():
     group = typer.main.get_command(app)
-    names = [n for n in group.list_commands(None) if n != "data"]
-    data = [f"data {n}" for n in group.get_command(None, "data").list_commands(None)]
-    assert sorted(names + data) == sorted(COMMANDS)
+    names = [n for n in group.list_commands(None) if n not in GROUPS]
+    grouped = [f"{g} {n}" for g in GROUPS for n in group.get_command(None, g).list_commands(None)]
+    assert sorted(names + grouped) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

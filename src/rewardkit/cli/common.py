@@ -72,8 +72,8 @@ data_app = typer.Typer(cls=ExampleGroup, no_args_is_help=True,
 app.add_typer(data_app, name="data")
 ensemble_app = typer.Typer(cls=ExampleGroup, no_args_is_help=True,
                            help="Work with several reward models as one (a manifest is used with --model DIR).\n\n"
-                                "Example: rewardkit ensemble average runs/a/best runs/b/best --data test.jsonl -o "
-                                "runs/warm")
+                                "Example: rewardkit ensemble average runs/demo/train/best runs/demo/train/last "
+                                "-d runs/demo/data/synthetic_test.jsonl -o runs/demo/warm")
 app.add_typer(ensemble_app, name="ensemble")
 console = Console(stderr=True, soft_wrap=True)  # an error stays one line in logs
 

@@ -21,8 +21,8 @@ def ensemble_average(
     """Average the weights of reward models (WARM) after checking that accuracy along the interpolation path
     between them never dips below both ends; refuses, with the numbers, when it does.
 
-    Example: rewardkit ensemble average runs/seed0/best runs/seed1/best -d runs/demo/data/synthetic_test.jsonl
-        -o runs/warm
+    Example: rewardkit ensemble average runs/demo/train/best runs/demo/train/last
+        -d runs/demo/data/synthetic_test.jsonl -o runs/demo/warm
     """
     from rewardkit.eval.warm import warm_average
 
