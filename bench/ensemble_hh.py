@@ -33,14 +33,15 @@ def bootstrap(values: np.ndarray, stat, n: int = 1000, seed: int = 0) -> tuple[f
     return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def best_time(fn, repeats: int):
+    """(best seconds of `repeats` calls after a warm-up, the last call's result)."""
+    result = fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), result
 
 
 def main() -> int:
@@ -57,9 +58,8 @@ def main() -> int:
     ensemble = EnsembleScorer.load(args.ensemble)
     k = len(ensemble.members)
 
-    t_member = best_time(lambda: ensemble.members[0].score(items), args.repeats)
-    t_ensemble = best_time(lambda: ensemble.score(items), args.repeats)
-    results = ensemble.score(items)
+    t_member, _ = best_time(lambda: ensemble.members[0].score(items), args.repeats)
+    t_ensemble, results = best_time(lambda: ensemble.score(items), args.repeats)
     efficiency = (len(items) / t_ensemble) / (len(items) / t_member / k)
 
     # one row per pair: [member deltas..., delta per aggregator..., pair uncertainty per aggregator...]
