@@ -39,15 +39,12 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
 
     with user_errors():
         quiet_transformers()
-        cfg = load_config(config, set_, model=model, data=data, eval_data=eval_data, output=output, loss=loss,
-                          epochs=epochs, lr=lr, max_length=max_length, batch_size=batch_size)
-        if members is not None or vary is not None:
-            ensemble = {**(cfg.ensemble.model_dump() if cfg.ensemble else {}),
-                        **({"members": members} if members is not None else {}),
-                        **({"vary": vary} if vary is not None else {})}
-            cfg = load_config(config, [*(set_ or [])], model=model, data=data, eval_data=eval_data, output=output,
-                              loss=loss, epochs=epochs, lr=lr, max_length=max_length, batch_size=batch_size,
-                              ensemble=ensemble)
+        # --members/--vary are the config's ensemble fields, set like any --set override
+        ensemble = [*([f"ensemble.members={members}"] if members is not None else []),
+                    *([f"ensemble.vary={vary}"] if vary is not None else [])]
+        cfg = load_config(config, [*(set_ or []), *ensemble], model=model, data=data, eval_data=eval_data,
+                          output=output, loss=loss, epochs=epochs, lr=lr, max_length=max_length,
+                          batch_size=batch_size)
         if cfg.ensemble is not None:
             from rewardkit.train import train_members
 
