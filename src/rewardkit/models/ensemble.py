@@ -56,6 +56,13 @@ def check_aggregator(aggregator: str) -> None:
         raise RewardkitError(f"unknown ensemble aggregator {aggregator!r}; known: {', '.join(AGGREGATORS)}")
 
 
+def _check_ddof(aggregator: str, ddof: int, members: int) -> None:
+    """The variance-based aggregators need more members than ddof."""
+    if ddof < 0 or (aggregator in ("uwo", "mean_minus_std") and members <= ddof):
+        raise RewardkitError(f"{aggregator} with ddof={ddof} needs more than {ddof} members; the ensemble has "
+                             f"{members}")
+
+
 def _variance(values: Sequence[float], ddof: int) -> float:
     n = len(values)
     if n - ddof <= 0:
@@ -122,9 +129,7 @@ class EnsembleScorer:
         check_aggregator(aggregator)
         if len(members) < 1:
             raise RewardkitError("an ensemble needs at least one member")
-        if ddof < 0 or (aggregator in ("uwo", "mean_minus_std") and len(members) <= ddof):
-            raise RewardkitError(f"{aggregator} with ddof={ddof} needs more than {ddof} members; the ensemble has "
-                                 f"{len(members)}")
+        _check_ddof(aggregator, ddof, len(members))
         self.members = list(members)
         self.names = list(names) if names else [f"member{i}" for i in range(len(members))]
         if len(self.names) != len(self.members) or len(set(self.names)) != len(self.names):
@@ -183,8 +188,7 @@ class EnsembleScorer:
         lam = self.lam if aggregator == self.aggregator else None
         stats = self._require_stats() if self.standardizes(aggregator) else None
         seen = [standardize(r, s) for r, s in zip(raw, stats)] if stats else [list(r) for r in raw]
-        if aggregator in ("uwo", "mean_minus_std") and len(seen) <= self.ddof:
-            raise RewardkitError(f"{aggregator} with ddof={self.ddof} needs more than {self.ddof} members")
+        _check_ddof(aggregator, self.ddof, len(seen))
         return (aggregate(seen, aggregator, lam, self.ddof),
                 spread(seen, self.ddof) if len(seen) > self.ddof else None)
 
