@@ -27,9 +27,13 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
           members: Annotated[Optional[int], typer.Option(
               "--members", help="Train K ensemble members into OUTPUT/member0.. and write OUTPUT/ensemble.json.")] = None,
           vary: Annotated[Optional[str], typer.Option(
-              "--vary", help="With --members: what differs between members: seed, order or bootstrap.")] = None):
+              "--vary", help="With --members: what differs between members: seed, order or bootstrap.")] = None,
+          backbone: Annotated[Optional[str], typer.Option(
+              "--backbone", help="With --members: separate models, or K heads on one shared (trained) or frozen "
+                                 "backbone, trained in one pass into OUTPUT.")] = None):
     """Train a reward model (or, with --members K, the K members of an ensemble). Running the same command
-    again resumes from OUTPUT/last (an ensemble: skips finished members and resumes the interrupted one).
+    again resumes from OUTPUT/last (an ensemble: skips finished members and resumes the interrupted one; K heads
+    on one backbone resume as one run).
 
     Example: rewardkit train -m minilm -d runs/demo/data/synthetic_train.jsonl --eval-data
         runs/demo/data/synthetic_test.jsonl -o runs/mine --epochs 1
@@ -39,15 +43,21 @@ def train(config: Annotated[Optional[Path], typer.Argument(help="YAML config (op
 
     with user_errors():
         quiet_transformers()
-        # --members/--vary are the config's ensemble fields, set like any --set override
-        ensemble = [*([f"ensemble.members={members}"] if members is not None else []),
-                    *([f"ensemble.vary={vary}"] if vary is not None else [])]
+        # --members/--vary/--backbone are the config's ensemble fields, set like any --set override
+        ensemble = [f"ensemble.{key}={value}" for key, value in
+                    (("members", members), ("vary", vary), ("backbone", backbone)) if value is not None]
         cfg = load_config(config, [*(set_ or []), *ensemble], model=model, data=data, eval_data=eval_data,
                           output=output, loss=loss, epochs=epochs, lr=lr, max_length=max_length,
                           batch_size=batch_size)
         if cfg.ensemble is not None:
             from rewardkit.train import train_members
 
+            if cfg.ensemble.heads is not None:
+                done = train_members(cfg)
+                print_training(done.run)
+                console.print(f"wrote {done.manifest} ({len(done.members)} heads on one {cfg.ensemble.backbone} "
+                              f"backbone): use --model {done.output}")
+                return
             done = train_members(cfg, on_member=lambda i, info: console.print(
                 f"member {i}: " + ("already trained, skipped" if info["skipped"] else
                                    f"trained {info['steps']} steps in {info['seconds']:.1f}s") +

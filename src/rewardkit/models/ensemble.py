@@ -19,6 +19,11 @@ normalisation), and always for `wco`, `uwo` and `mean_minus_std`, which then nee
 members' standard deviation (same ddof) of the values the aggregator sees; `members` holds each member's own
 reward, unstandardised.
 
+A member may be one objective of a multi-objective scorer (`objectives`, one entry per member): K heads on one
+shared backbone are K members that read the same Scorer, which the ensemble calls once per batch, so such an
+ensemble costs about one forward pass. Members are scored once per distinct Scorer object, and `from_specs`
+loads each distinct spec once.
+
 The math is in pure functions (`aggregate`, `spread`, `standardize`, `reference_stats`) over (k members x n
 responses) lists.
 """
@@ -113,9 +118,11 @@ def reference_stats(values: Sequence[float], member: str) -> MemberStats:
 
 
 # -- the Scorer ----------------------------------------------------------------------------------------------
-def _agreement_key(describe: dict[str, Any]) -> tuple:
-    """What members must share to be aggregated: their objectives and whether they score steps."""
-    return (tuple(describe.get("objectives") or ["reward"]), "step_aggregation" in describe)
+def _agreement_key(describe: dict[str, Any], objective: str | None = None) -> tuple:
+    """What members must share to be aggregated: their objectives and whether they score steps. A member that
+    reads one objective of its scorer scores one scalar."""
+    objectives = ("reward",) if objective is not None else tuple(describe.get("objectives") or ["reward"])
+    return (objectives, "step_aggregation" in describe)
 
 
 class EnsembleScorer:
@@ -124,8 +131,8 @@ class EnsembleScorer:
 
     def __init__(self, members: Sequence[Scorer], *, names: Sequence[str] | None = None,
                  specs: Sequence[str] | None = None, stats: Sequence[MemberStats | None] | None = None,
-                 aggregator: str = "mean", lam: float | None = None, ddof: int = 0,
-                 standardize: bool | None = None):
+                 objectives: Sequence[str | None] | None = None, aggregator: str = "mean",
+                 lam: float | None = None, ddof: int = 0, standardize: bool | None = None):
         check_aggregator(aggregator)
         if len(members) < 1:
             raise RewardkitError("an ensemble needs at least one member")
@@ -135,6 +142,9 @@ class EnsembleScorer:
         if len(self.names) != len(self.members) or len(set(self.names)) != len(self.names):
             raise RewardkitError(f"ensemble member names must be unique, one a member: {self.names}")
         self.specs = list(specs) if specs else None
+        self.objectives = list(objectives) if objectives is not None else [None] * len(self.members)
+        if len(self.objectives) != len(self.members):
+            raise RewardkitError(f"{len(self.objectives)} member objectives for {len(self.members)} members")
         self.aggregator, self.lam, self.ddof = aggregator, lam, ddof
         self.standardize_setting = standardize
         self._check_agreement()
@@ -143,7 +153,12 @@ class EnsembleScorer:
         self.stats = [s if s is not None else _stored_stats(m) for s, m in zip(given, self.members)]
 
     def _check_agreement(self) -> None:
-        keys = [_agreement_key(m.describe()) for m in self.members]
+        described = [m.describe() for m in self.members]
+        for name, d, objective in zip(self.names, described, self.objectives):
+            if objective is not None and objective not in (d.get("objectives") or []):
+                raise RewardkitError(f"ensemble member {name!r} reads objective {objective!r}, but its model "
+                                     f"scores {list(d.get('objectives') or ['reward'])}")
+        keys = [_agreement_key(d, o) for d, o in zip(described, self.objectives)]
         for name, key in zip(self.names[1:], keys[1:]):
             if key != keys[0]:
                 raise RewardkitError(
@@ -161,12 +176,10 @@ class EnsembleScorer:
 
     def fit_stats(self, items: Sequence[ScoreItem]) -> list[MemberStats]:
         """Each member's mean and population std over every response of `items` (the reference set)."""
-        fitted = []
-        for name, member in zip(self.names, self.members):
-            values = [r for result in member.score(items) for r in result.rewards]
-            fitted.append(reference_stats(values, name))
-        self.stats = fitted
-        return fitted
+        per_member, _ = self._member_rewards(items)
+        self.stats = [reference_stats([r for rewards in rows for r in rewards], name)
+                      for name, rows in zip(self.names, per_member)]
+        return self.stats
 
     def standardizes(self, aggregator: str | None = None) -> bool:
         """Whether `aggregator` (default: the ensemble's) sees standardised rewards: as set, else whenever every
@@ -200,32 +213,48 @@ class EnsembleScorer:
         return ScoreResult(rewards=rewards, members=result.members, uncertainty=uncertainty,
                            response_tokens=result.response_tokens, truncated=result.truncated)
 
-    def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
-        per_member = [member.score(items) for member in self.members]
-        for name, results in zip(self.names, per_member):
-            if len(results) != len(items):
-                raise RewardkitError(f"ensemble member {name!r} returned {len(results)} results for {len(items)} "
-                                     "items")
-        out = []
-        for i, item in enumerate(items):
-            raw = [list(results[i].rewards) for results in per_member]
-            for name, rewards in zip(self.names, raw):
-                if len(rewards) != len(item.responses):
-                    raise RewardkitError(f"ensemble member {name!r}: {len(rewards)} rewards for item {i}'s "
+    def _member_rewards(self, items: Sequence[ScoreItem]
+                        ) -> tuple[list[list[list[float]]], list[ScoreResult]]:
+        """Each member's rewards (k members x items x responses), each distinct Scorer called once, and the
+        first member's own results (for token counts)."""
+        scored: dict[int, list[ScoreResult]] = {}
+        per_member = []
+        for name, member, objective in zip(self.names, self.members, self.objectives):
+            if id(member) not in scored:
+                results = member.score(items)
+                if len(results) != len(items):
+                    raise RewardkitError(f"ensemble member {name!r} returned {len(results)} results for "
+                                         f"{len(items)} items")
+                scored[id(member)] = results
+            rows = []
+            for i, (item, result) in enumerate(zip(items, scored[id(member)])):
+                rewards = result.rewards if objective is None else (result.objectives or {}).get(objective)
+                if rewards is None or len(rewards) != len(item.responses):
+                    raise RewardkitError(f"ensemble member {name!r}: {len(rewards or [])} rewards"
+                                         f"{f' for objective {objective!r}' if objective else ''} for item {i}'s "
                                          f"{len(item.responses)} responses")
+                rows.append([float(r) for r in rewards])
+            per_member.append(rows)
+        return per_member, scored[id(self.members[0])]
+
+    def score(self, items: Sequence[ScoreItem]) -> list[ScoreResult]:
+        per_member, first = self._member_rewards(items)
+        out = []
+        for i in range(len(items)):
+            raw = [rows[i] for rows in per_member]
             rewards, uncertainty = self.combine(raw)
             out.append(ScoreResult(rewards=rewards, members=raw, uncertainty=uncertainty,
-                                   response_tokens=per_member[0][i].response_tokens,
-                                   truncated=per_member[0][i].truncated))
+                                   response_tokens=first[i].response_tokens, truncated=first[i].truncated))
         return out
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ensemble", "name": f"ensemble({self.aggregator}: {', '.join(self.names)})",
                 "aggregator": self.aggregator, "lambda": self.lam if self.lam is not None else
                 DEFAULT_LAMBDA.get(self.aggregator), "ddof": self.ddof, "standardize": self.standardize,
-                "objectives": list(_agreement_key(self.members[0].describe())[0]),
-                "members": [{**m.describe(), "member": n, "stats": _stats_json(s)}
-                            for n, s, m in zip(self.names, self.stats, self.members)]}
+                "objectives": list(_agreement_key(self.members[0].describe(), self.objectives[0])[0]),
+                "members": [{**m.describe(), "member": n, "stats": _stats_json(s),
+                             **({"objective": o} if o is not None else {})}
+                            for n, s, m, o in zip(self.names, self.stats, self.members, self.objectives)]}
 
     # -- the manifest --------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -234,8 +263,9 @@ class EnsembleScorer:
                                  "as a manifest; build it with EnsembleScorer.from_specs")
         return {"format": MANIFEST_FORMAT, "version": 1, "aggregator": self.aggregator,
                 "lambda": self.lam, "ddof": self.ddof, "standardize": self.standardize_setting,
-                "members": [{"name": n, "spec": spec, **({"stats": _stats_json(s)} if s else {})}
-                            for n, spec, s in zip(self.names, self.specs, self.stats)]}
+                "members": [{"name": n, "spec": spec, **({"objective": o} if o is not None else {}),
+                             **({"stats": _stats_json(s)} if s else {})}
+                            for n, spec, s, o in zip(self.names, self.specs, self.stats, self.objectives)]}
 
     def save(self, path: str | Path) -> Path:
         """Write the manifest (a directory gets ensemble.json), atomically. Member specs are written as given:
@@ -253,20 +283,25 @@ class EnsembleScorer:
     def from_specs(cls, specs: Sequence[str], *, names: Sequence[str] | None = None, base: Path | None = None,
                    **options) -> EnsembleScorer:
         """Members loaded by model spec (a relative path is tried under `base` first). Loading options that
-        `load_scorer` takes (max_length, precision, ...) are split off `options` and apply to every member."""
+        `load_scorer` takes (max_length, precision, ...) are split off `options` and apply to every member. A
+        spec named twice (heads of one model, `objectives`) is loaded once."""
         from rewardkit.models.spec import load_scorer
 
-        ensemble_keys = {"stats", "aggregator", "lam", "ddof", "standardize"}
+        ensemble_keys = {"stats", "aggregator", "lam", "ddof", "standardize", "objectives"}
         loading = {k: v for k, v in options.items() if k not in ensemble_keys}
         names = list(names) if names else _member_names(specs)
+        loaded: dict[str, Scorer] = {}
         members = []
         for name, spec in zip(names, specs):
+            where = _resolve(spec, base)
             try:
-                members.append(load_scorer(_resolve(spec, base), **loading))
+                if where not in loaded:
+                    loaded[where] = load_scorer(where, **loading)
             except RewardkitError as e:
                 raise RewardkitError(f"ensemble member {name!r} ({spec}): {e}") from None
             except OSError as e:
                 raise RewardkitError(f"ensemble member {name!r} ({spec}): cannot be loaded: {e}") from None
+            members.append(loaded[where])
         return cls(members, names=names, specs=list(specs),
                    **{k: v for k, v in options.items() if k in ensemble_keys})
 
@@ -287,15 +322,18 @@ class EnsembleScorer:
         members = manifest.get("members")
         if not isinstance(members, list) or not members:
             raise RewardkitError(f"{path}: field 'members' must be a non-empty list")
-        specs, names, stats = [], [], []
+        specs, names, stats, objectives = [], [], [], []
         for i, member in enumerate(members):
             if not isinstance(member, dict) or not isinstance(member.get("spec"), str):
                 raise RewardkitError(f"{path}: members[{i}]: field 'spec' (a model spec) is missing")
+            if member.get("objective") is not None and not isinstance(member["objective"], str):
+                raise RewardkitError(f"{path}: members[{i}].objective must be an objective's name")
             specs.append(member["spec"])
+            objectives.append(member.get("objective"))
             names.append(str(member.get("name") or f"member{i}"))
             stats.append(_stats_from_json(member.get("stats"), path, i))
         try:
-            return cls.from_specs(specs, names=names, base=path.parent, stats=stats,
+            return cls.from_specs(specs, names=names, base=path.parent, stats=stats, objectives=objectives,
                                   aggregator=manifest.get("aggregator", "mean"), lam=manifest.get("lambda"),
                                   ddof=int(manifest.get("ddof", 0)), standardize=manifest.get("standardize"),
                                   **loading)

@@ -344,6 +344,17 @@ class RewardModel(nn.Module):
         self.model = get_peft_model(hf, config)
         self.meta.lora = {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": target_modules}
 
+    def freeze_backbone(self) -> None:
+        """Only the head learns (the output module: `score`, or an encoder's `classifier`, whole); the backbone,
+        an encoder's pooler included, keeps its weights. A frozen-backbone ensemble's heads train this way."""
+        hf = self.hf_model
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        heads = [getattr(hf, n) for n in ("score", "classifier") if _has_child(hf, n)]
+        for module in heads or [self.head_layer]:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
     def merge_lora(self) -> None:
         """Fold the adapter into the backbone weights: the model becomes a plain, portable classifier."""
         if self.meta.lora is None:

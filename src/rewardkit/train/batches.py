@@ -12,7 +12,7 @@ shuffled), so a batch pads its rows to similar lengths rather than to the longes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,13 +35,20 @@ class Example:
     margin: list[float]
     ranking: list[int] | None  # full ranking best-first, for K-wise / Plackett-Luce losses
     record_id: str
-    objective: int = 0  # index of the objective the comparisons speak to
+    objective: int | None = 0  # index of the objective the comparisons speak to; None: every objective
+    head_weights: list[float] | None = None  # with objective None: the record's weight in each objective's loss
     targets: list[list[float | None]] | None = None  # per response, per objective: rating or None (missing)
     step_labels: list[list[float | None]] | None = None  # per response, per read step: label or None (masked)
 
     @property
     def has_pairs(self) -> bool:
         return bool(self.winner)
+
+    def objective_weights(self, n_objectives: int) -> list[tuple[int, float]]:
+        """(objective, weight) pairs the comparisons train: the one tagged, or every objective with its weight."""
+        if self.objective is not None:
+            return [(self.objective, 1.0)]
+        return list(enumerate(self.head_weights or [1.0] * n_objectives))
 
     @property
     def n_ratings(self) -> int:
@@ -61,8 +68,8 @@ class Example:
 
 
 def build_examples(records: Sequence[PreferenceRecord], text, objectives: Sequence[str] = ("reward",),
-                   attribute_scale: str = "none", *, process: bool = False,
-                   last_step_only: bool = False) -> tuple[list[Example], int]:
+                   attribute_scale: str = "none", *, every_objective: Callable | None = None,
+                   process: bool = False, last_step_only: bool = False) -> tuple[list[Example], int]:
     """Encode every usable record once. Returns (examples, number of records without a usable label).
 
     text: what encodes a (prompt, Response) — the RewardModel (`RewardModel.encode`), which reads a process
@@ -72,6 +79,9 @@ def build_examples(records: Sequence[PreferenceRecord], text, objectives: Sequen
     the data file's tag); with one objective, every record speaks to it. Its attributes named like an
     objective become regression targets (attribute_scale "helpsteer": y -> (y + 0.5) / 5); others are ignored.
     A record is usable with a comparison or at least one such rating.
+
+    every_objective: the heads of a shared-backbone ensemble. Every record's comparisons train every objective,
+    `every_objective(record)` giving its weight in each one's loss (one number per objective).
 
     process: a process reward model, trained on step labels only (each record needs them); `last_step_only`
     keeps just the outcome label on each response's last step (rewardkit.steps.last_step_only). Steps that
@@ -87,7 +97,13 @@ def build_examples(records: Sequence[PreferenceRecord], text, objectives: Sequen
         if not comparisons and targets is None:
             unusable += 1
             continue
-        objective = _objective(r, index) if comparisons else 0
+        objective, head_weights = 0, None
+        if comparisons and every_objective is not None:
+            objective, head_weights = None, [float(w) for w in every_objective(r)]
+            if len(head_weights) != len(objectives):
+                raise ValueError(f"{len(head_weights)} head weights for {len(objectives)} objectives")
+        elif comparisons:
+            objective = _objective(r, index)
         ranking = r.ranking
         if ranking is None and r.scores is not None and len(set(r.scores)) == len(r.scores):
             ranking = sorted(range(len(r.scores)), key=lambda i: -r.scores[i])
@@ -97,7 +113,8 @@ def build_examples(records: Sequence[PreferenceRecord], text, objectives: Sequen
             encoded=[text.encode(r.prompt, resp) for resp in r.responses],
             winner=[c.winner for c in comparisons], loser=[c.loser for c in comparisons],
             p=[c.p for c in comparisons], margin=[c.margin or 0.0 for c in comparisons],
-            ranking=ranking if comparisons else None, record_id=r.id, objective=objective, targets=targets))
+            ranking=ranking if comparisons else None, record_id=r.id, objective=objective,
+            head_weights=head_weights, targets=targets))
     return examples, unusable
 
 
@@ -229,6 +246,9 @@ class Labels:
     steps:       step labels (n_reads,), 0 where unlabeled, or None without any (a process model reads a
                  score at every step, so its outputs are one per step, not per response).
     step_mask:   True where a step is labelled, (n_reads,).
+    pair_mass:   the sum of the pair weights where they are bootstrap counts (a shared-backbone ensemble's
+                 heads), so that the loss is their weighted sum over records rather than their weighted mean;
+                 None where every record's weights sum to one.
     """
 
     pairs: LossInputs | None
@@ -238,6 +258,7 @@ class Labels:
     lengths: torch.Tensor
     steps: torch.Tensor | None = None
     step_mask: torch.Tensor | None = None
+    pair_mass: float | None = None
 
     @property
     def n_step_labels(self) -> int:
@@ -251,7 +272,7 @@ class Labels:
         move = (lambda t: None if t is None else t.to(device))
         pairs = self.pairs.to(device, rewards=None) if self.pairs is not None else None
         return Labels(pairs, self.n_pref, move(self.targets), move(self.target_mask), move(self.lengths),
-                      move(self.steps), move(self.step_mask))
+                      move(self.steps), move(self.step_mask), self.pair_mass)
 
 
 def collate_examples(examples: Sequence[Example], planner: Planner,
@@ -269,22 +290,25 @@ def collate_examples(examples: Sequence[Example], planner: Planner,
     ranked = [ex for ex in examples if ex.has_pairs]
     k_max = max((len(ex.encoded) for ex in ranked), default=0)
     for ex in examples:
-        n_pairs, j = len(ex.winner), ex.objective
+        n_pairs = len(ex.winner)
         lengths += [e.response_tokens for e in ex.encoded]
         targets += ex.targets or [[None] * j_n for _ in ex.encoded]
         if n_pairs:
-            winner += [(offset + w) * j_n + j for w in ex.winner]
-            loser += [(offset + l) * j_n + j for l in ex.loser]
-            p += ex.p
-            margin += ex.margin
-            weight += [1.0 / n_pairs] * n_pairs
-            ranking = ex.ranking or []
-            groups.append([(offset + i) * j_n + j for i in ranking] + [-1] * (k_max - len(ranking)))
+            trained = ex.objective_weights(j_n)  # (objective, weight): one, or every head of an ensemble
+            for j, w in trained:
+                winner += [(offset + a) * j_n + j for a in ex.winner]
+                loser += [(offset + b) * j_n + j for b in ex.loser]
+                p += ex.p
+                margin += ex.margin
+                weight += [w / (n_pairs * len(trained))] * n_pairs
+                ranking = ex.ranking or []
+                groups.append([(offset + i) * j_n + j for i in ranking] + [-1] * (k_max - len(ranking)))
             if teacher is not None:  # one teacher score per response, the same for every objective's slot
                 teacher_scores += [t for t in teacher[ex.record_id] for _ in range(j_n)]
         elif teacher is not None:
             teacher_scores += [0.0] * (len(ex.encoded) * j_n)  # never read: no pair points here
         offset += len(ex.encoded)
+    counted = any(w != 1.0 for ex in ranked if ex.objective is None for w in ex.head_weights or [])
     pairs = None
     if ranked:
         pairs = LossInputs(
@@ -302,4 +326,5 @@ def collate_examples(examples: Sequence[Example], planner: Planner,
         step_mask = torch.tensor([v is not None for v in flat], dtype=torch.bool)
         steps = torch.tensor([0.0 if v is None else v for v in flat], dtype=torch.float32)
     return plan, Labels(pairs, len(ranked), values if has_ratings else None, mask if has_ratings else None,
-                        torch.tensor(lengths, dtype=torch.float32), steps, step_mask)
+                        torch.tensor(lengths, dtype=torch.float32), steps, step_mask,
+                        pair_mass=float(sum(weight)) if counted else None)

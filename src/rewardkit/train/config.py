@@ -45,13 +45,26 @@ class EnsembleSettings(BaseModel):
     vary: "seed" (head initialisation and data order), "order" (data order only, one initialisation), or
     "bootstrap" (each member trains on a resample of the training records drawn with replacement; one
     initialisation).
+
+    backbone: "separate" trains K whole models, one after another. "shared" and "frozen" train one model with K
+    heads in one pass (the backbone fine-tuned, fully or with `lora`, or frozen with only the heads learning),
+    so the ensemble costs about one forward pass. There the heads differ by their initialisation ("seed") or
+    by an online bootstrap ("bootstrap": each record weighs Poisson(1) times in each head's loss); one pass
+    has one data order, so "order" needs separate members.
     """
 
     model_config = ConfigDict(extra="forbid")
-    members: int = Field(5, ge=2, description="how many members to train")
+    members: int = Field(5, ge=2, description="how many members (or heads) to train")
     vary: Literal["seed", "order", "bootstrap"] = "seed"
+    backbone: Literal["separate", "shared", "frozen"] = Field(
+        "separate", description="separate models, or K heads on one shared (trained) or frozen backbone")
     aggregator: Literal["mean", "wco", "uwo", "mean_minus_std"] = Field(
         "mean", description="the manifest's aggregator (any can be chosen at scoring time too)")
+
+    @property
+    def heads(self) -> list[str] | None:
+        """The objective names of a shared-backbone ensemble's heads (None for separate members)."""
+        return None if self.backbone == "separate" else [f"head{i}" for i in range(self.members)]
 
 
 class DataSource(BaseModel):
@@ -174,7 +187,36 @@ class TrainConfig(BaseModel):
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         self._check_objectives()
+        self._check_heads()
         return self
+
+    def _check_heads(self) -> None:
+        """A shared-backbone ensemble is one run whose objectives are its heads."""
+        heads = self.ensemble.heads if self.ensemble else None
+        if heads is None:
+            return
+        backbone, vary = self.ensemble.backbone, self.ensemble.vary
+        if vary == "order":
+            raise ValueError(f"ensemble.vary 'order' needs separate members: {backbone} heads train in one pass, "
+                             "which sees one data order (use vary: seed or bootstrap)")
+        if self.objectives is not None or self.length_head or self.combination != "fixed" or self.weights:
+            raise ValueError(f"a {backbone}-backbone ensemble's objectives are its heads: leave objectives, "
+                             "weights, combination and length_head unset")
+        if self.process is not None:
+            raise ValueError("a process reward model has one head; train its ensemble with backbone: separate")
+        if any(src.objective for src in self.data_sources()):
+            raise ValueError(f"a {backbone}-backbone ensemble trains every head on every record: remove the "
+                             "data files' objective tags")
+        if backbone == "frozen" and self.lora is not None:
+            raise ValueError("ensemble.backbone 'frozen' trains the heads only; LoRA adapters need backbone: shared")
+        if vary == "bootstrap" and self.loss in ("kwise", "plackett_luce"):
+            raise ValueError(f"loss {self.loss!r} does not weight its rankings, so it cannot train bootstrap "
+                             "heads; use a pairwise loss or vary: seed")
+
+    def model_objectives(self) -> list[str] | None:
+        """The objectives the model is built with: a shared-backbone ensemble's heads, else `objectives`."""
+        heads = self.ensemble.heads if self.ensemble else None
+        return heads or self.objectives
 
     def _check_objectives(self) -> None:
         names = self.objectives

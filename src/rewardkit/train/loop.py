@@ -85,9 +85,10 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     from accelerate.utils import DistributedType, broadcast_object_list, gather_object
 
     # -- setup ---------------------------------------------------------------------------------------------
-    if config.ensemble is not None:
-        raise RewardkitError("config: 'ensemble' trains several members: use rewardkit.train.train_members "
-                             "(the CLI does), not train()")
+    heads = config.ensemble.heads if config.ensemble is not None else None
+    if config.ensemble is not None and heads is None:
+        raise RewardkitError("config: 'ensemble' with separate backbones trains several models: use "
+                             "rewardkit.train.train_members (the CLI does), not train()")
     out = Path(config.output)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               log_with=None if config.log_with == "none" else config.log_with,
@@ -112,7 +113,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     source = out / "last" if resume_state else config.model
     process = _process_settings(config, train_records)
     model = RewardModel.from_pretrained(source, max_length=config.max_length, seed=config.seed,
-                                        objectives=config.objectives, length_head=config.length_head,
+                                        objectives=config.model_objectives(), length_head=config.length_head,
                                         step_separator=process.separator if process else None,
                                         # a detected (not configured) process model keeps a checkpoint's rule
                                         step_aggregation=config.process.aggregation if config.process else None)
@@ -127,9 +128,12 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     n_obj = len(objectives)
     if config.lora is not None and model.meta.lora is None:
         model.enable_lora(**config.lora.model_dump())
+    if heads is not None and config.ensemble.backbone == "frozen":
+        model.freeze_backbone()
     _set_combination(model, config, resumed=resume_state is not None)
     learned = model.combiner is not None
     examples, unusable = build_examples(train_records, model, objectives, config.attribute_scale,
+                                        every_objective=_head_weights(config) if heads else None,
                                         process=process is not None,
                                         last_step_only=bool(process and process.last_step_only))
     if not examples and process is not None:
@@ -399,7 +403,10 @@ def _pass_loss(core: RewardModel, config: TrainConfig, loss_params: dict, labels
         share = labels.n_pref / n_pref
         pair_rewards = r_obj + r_len[:, None] if r_len is not None else r_obj  # ODIN ranks r_Q + r_L
         inputs = labels.pairs.to(r_obj.device, rewards=pair_rewards.flatten())
-        pref = compute_loss(config.loss, inputs, **loss_params) * share
+        pref = compute_loss(config.loss, inputs, **loss_params)
+        if labels.pair_mass is not None:  # bootstrap counts: sum(w * l) over this pass's records, not the mean
+            pref = pref * (labels.pair_mass / labels.n_pref) if labels.pair_mass > 0 else 0.0 * r_obj.sum()
+        pref = pref * share
         local = local + pref
         parts["pref"] = pref
         if core.combiner is not None:
@@ -468,14 +475,26 @@ def _process_settings(config: TrainConfig, records):
 
 def _check_objectives(model: RewardModel, config: TrainConfig, source) -> list[str]:
     """The model's objectives, which must be the config's when it names some, and its length head."""
-    have = model.meta.objectives
-    if config.objectives is not None and have != config.objectives:
-        raise RewardkitError(f"{source} has the objectives {have}, but the config asks for {config.objectives}; "
+    have, want = model.meta.objectives, config.model_objectives()
+    if want is not None and have != want:
+        raise RewardkitError(f"{source} has the objectives {have}, but the config asks for {want}; "
                              "train from a backbone to get new heads")
     if model.meta.length_head != config.length_head:
         raise RewardkitError(f"{source} {'has' if model.meta.length_head else 'has no'} length head, but the "
                              f"config says length_head={config.length_head}; train from a backbone to change it")
     return list(have)
+
+
+def _head_weights(config: TrainConfig) -> Callable:
+    """A shared-backbone ensemble's weight of each record in each head's loss: 1 (heads differ by their
+    initialisation), or Poisson(1) counts that are a pure function of (seed, record id, head) (an online
+    bootstrap, the same on resumption and on every process)."""
+    from rewardkit.train.members import poisson_counts
+
+    k = config.ensemble.members
+    if config.ensemble.vary == "bootstrap":
+        return lambda record: poisson_counts(record.id, config.seed, k)
+    return lambda record: [1] * k
 
 
 def _set_combination(model: RewardModel, config: TrainConfig, resumed: bool) -> None:
@@ -497,7 +516,8 @@ def _objective_counts(examples, objectives: list[str]) -> dict[str, dict[str, in
     counts = {name: {"preference_records": 0, "ratings": 0} for name in objectives}
     for ex in examples:
         if ex.has_pairs:
-            counts[objectives[ex.objective]]["preference_records"] += 1
+            for j, w in ex.objective_weights(len(objectives)):
+                counts[objectives[j]]["preference_records"] += w > 0
         for row in ex.targets or []:
             for name, v in zip(objectives, row):
                 counts[name]["ratings"] += v is not None

@@ -1,4 +1,5 @@
-"""Train the members of an ensemble with one command: K ordinary `train()` runs and a manifest.
+"""Train the members of an ensemble with one command: K ordinary `train()` runs (or one run of K heads) and a
+manifest.
 
     config.ensemble = EnsembleSettings(members=5, vary="seed")
     result = train_members(config)      # OUTPUT/member0 ... member4, OUTPUT/ensemble.json
@@ -9,15 +10,22 @@ command again skips it and resumes the member that was interrupted (train() resu
 manifest reads each member's `best` checkpoint (its `last` without eval data) and holds the members'
 standardisation stats, computed on the eval data (the training data when there is none), so that `--model
 OUTPUT` is the ensemble.
+
+With `backbone: shared` or `frozen` the members are K heads of one model, trained in one `train()` run into
+OUTPUT itself (it resumes as any run does); the manifest's members are that checkpoint's objectives head0 ...
+head{K-1}, which the ensemble scores in one forward pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rewardkit.errors import RewardkitError
 from rewardkit.train.config import TrainConfig
@@ -30,6 +38,7 @@ class MembersResult:
     output: Path
     manifest: Path
     members: list[dict] = field(default_factory=list)  # per member: dir, checkpoint, accuracy, seconds, skipped
+    run: Any = None  # K heads on one backbone: the one training run's TrainResult
 
 
 def member_config(config: TrainConfig, i: int, data_file: Path | None = None) -> TrainConfig:
@@ -51,6 +60,23 @@ def bootstrap_sample(n: int, seed: int) -> list[int]:
     return [rng.randrange(n) for _ in range(n)]
 
 
+def poisson_counts(key: str, seed: int, k: int) -> list[int]:
+    """k draws from Poisson(1), a pure function of (key, seed): one record's weight in each of k bootstrap
+    heads (an online bootstrap: over many records, each head sees a resample drawn with replacement)."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    return [_poisson_one(rng) for _ in range(k)]
+
+
+def _poisson_one(rng: random.Random) -> int:
+    """Knuth's method for lambda = 1: count uniforms until their product falls below e^-1."""
+    limit, product, n = math.exp(-1.0), rng.random(), 0
+    while product > limit:
+        product *= rng.random()
+        n += 1
+    return n
+
+
 def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | None = None) -> MembersResult:
     """Train config.ensemble.members members and write OUTPUT/ensemble.json (see the module docstring)."""
     from rewardkit.train.loop import load_training_data, train
@@ -58,6 +84,8 @@ def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | 
     settings = config.ensemble
     if settings is None:
         raise RewardkitError("config: field 'ensemble' is not set (ensemble: {members: K, vary: seed})")
+    if settings.heads is not None:
+        return _train_heads(config, on_member)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     records = None
@@ -88,8 +116,28 @@ def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | 
     return MembersResult(out, manifest, members)
 
 
-def write_manifest(config: TrainConfig, out: Path, checkpoints: list[str]) -> Path:
-    """The members as an ensemble, with stats on the eval data (or the training data)."""
+def _train_heads(config: TrainConfig, on_member: Callable[[int, dict], None] | None) -> MembersResult:
+    """One run of K heads on a shared (or frozen) backbone; its members are the checkpoint's objectives."""
+    from rewardkit.train.loop import train
+
+    out = Path(config.output)
+    result = train(config)
+    checkpoint = "best" if result.best_accuracy is not None else "last"
+    heads = config.ensemble.heads
+    manifest = write_manifest(config, out, [checkpoint] * len(heads), objectives=heads)
+    members = [{"member": i, "dir": ".", "checkpoint": checkpoint, "objective": head,
+                "accuracy": result.best_accuracy, "steps": result.steps, "seconds": result.train_seconds,
+                "skipped": result.resumed_from >= result.steps > 0} for i, head in enumerate(heads)]
+    if on_member is not None:
+        for i, info in enumerate(members):
+            on_member(i, info)
+    return MembersResult(out, manifest, members, run=result)
+
+
+def write_manifest(config: TrainConfig, out: Path, checkpoints: list[str],
+                   objectives: list[str] | None = None) -> Path:
+    """The members as an ensemble, with stats on the eval data (or the training data). objectives: each
+    member's objective column of its checkpoint (a shared-backbone ensemble's heads)."""
     from rewardkit.models.ensemble import EnsembleScorer
     from rewardkit.models.scorer import ScoreItem
     from rewardkit.train.loop import load_training_data
@@ -98,7 +146,8 @@ def write_manifest(config: TrainConfig, out: Path, checkpoints: list[str]) -> Pa
         reference, _ = load_training_data(config.eval_sources(), config, config.eval_split)
     else:
         reference, _ = load_training_data(config.data_sources(), config, config.split)
-    ensemble = EnsembleScorer.from_specs(checkpoints, names=[Path(c).parent.name for c in checkpoints], base=out,
+    names = objectives or [Path(c).parent.name for c in checkpoints]
+    ensemble = EnsembleScorer.from_specs(checkpoints, names=names, objectives=objectives, base=out,
                                          aggregator=config.ensemble.aggregator, max_length=config.max_length,
                                          precision=config.precision)
     ensemble.fit_stats([ScoreItem(r.prompt, r.responses) for r in reference])
