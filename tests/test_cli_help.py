@@ -16,7 +16,7 @@ from rewardkit.cli import app, split_example
 
 runner = CliRunner()
 COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "sample", "serve", "data inspect",
-            "data convert", "ensemble average", "train", "export", "demo", "doctor"]
+            "data convert", "ensemble create", "ensemble average", "train", "export", "demo", "doctor"]
 GROUPS = ("data", "ensemble")
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ AGGREGATORS = ("mean", "wco", "uwo", "mean_minus_std")
 #: lambda when none is given: METHODS §5.1's best-of-n value for UWO; one std for mean - lambda * std.
 DEFAULT_LAMBDA = {"uwo": 0.5, "mean_minus_std": 1.0}
 MANIFEST_NAME = "ensemble.json"
+#: A reference spread at or below this fraction of the rewards' scale (at least 1) counts as none.
+SPREAD_FLOOR = 1e-6
 MANIFEST_FORMAT = "rewardkit-ensemble"
 
 
@@ -111,10 +113,13 @@ def reference_stats(values: Sequence[float], member: str) -> MemberStats:
         raise RewardkitError(f"ensemble member {member!r}: a reference set needs at least 2 responses, got "
                              f"{len(values)}")
     std = statistics.pstdev(values)
-    if not (std > 0 and math.isfinite(std)):
+    mean = statistics.fmean(values)
+    # Below float32 rounding of the rewards (identical responses scored at other positions differ by ~1e-7),
+    # a spread is no spread: dividing by it would blow rounding up into rewards.
+    if not (math.isfinite(std) and std > SPREAD_FLOOR * max(1.0, abs(mean))):
         raise RewardkitError(f"ensemble member {member!r}: its rewards on the reference set have no spread (std "
                              f"{std}), so it cannot be standardised; use a reference set it tells apart")
-    return MemberStats(statistics.fmean(values), std)
+    return MemberStats(mean, std)
 
 
 # -- the Scorer ----------------------------------------------------------------------------------------------
@@ -174,11 +179,19 @@ class EnsembleScorer:
                 "standardize=false")
         return self.stats  # type: ignore[return-value]
 
-    def fit_stats(self, items: Sequence[ScoreItem]) -> list[MemberStats]:
-        """Each member's mean and population std over every response of `items` (the reference set)."""
-        per_member, _ = self._member_rewards(items)
-        self.stats = [reference_stats([r for rewards in rows for r in rewards], name)
-                      for name, rows in zip(self.names, per_member)]
+    def fit_stats(self, items: Sequence[ScoreItem], *, chunk: int = 256,
+                  on_chunk: Callable[[int], None] | None = None) -> list[MemberStats]:
+        """Each member's mean and population std over every response of `items` (the reference set), scored
+        `chunk` items at a time (`on_chunk(n)` after each: a progress bar)."""
+        values: list[list[float]] = [[] for _ in self.members]
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            per_member, _ = self._member_rewards(part)
+            for kept, rows in zip(values, per_member):
+                kept.extend(r for rewards in rows for r in rewards)
+            if on_chunk is not None:
+                on_chunk(len(part))
+        self.stats = [reference_stats(v, name) for name, v in zip(self.names, values)]
         return self.stats
 
     def standardizes(self, aggregator: str | None = None) -> bool:
