@@ -102,18 +102,6 @@ class Ensembles:
     cases: dict[str, Case]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The members are tiny (hidden size 32): a second intra-op thread buys nothing, and on a busy machine its
-    spin-waits made this file several times slower. Restored after the module."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ens(tmp_path_factory, llama_dir) -> Ensembles:
     root = tmp_path_factory.mktemp("ensemble")
