@@ -3,7 +3,7 @@
 import pytest
 
 from rewardkit.data.record import PreferenceRecord, Response, user_prompt
-from rewardkit.eval.ensemble import ensemble_report, uncertainty_auroc
+from rewardkit.eval.ensemble import accuracy_by_uncertainty, diversity, ensemble_report, uncertainty_auroc
 from rewardkit.eval.evaluate import evaluate
 from rewardkit.eval.report import render_markdown
 from rewardkit.models.scorer import ScoreResult
@@ -52,3 +52,32 @@ def test_results_without_members_add_nothing():
     plain = [ScoreResult(rewards=r.rewards) for r in RESULTS]
     assert ensemble_report(RECORDS, plain) is None
     assert "ensemble" not in evaluate(RECORDS, plain)
+
+
+def test_accuracy_by_uncertainty_bins_pairs_by_spread():
+    bins = ensemble_report(RECORDS, RESULTS, DESCRIBE)["by_uncertainty"]
+    assert [(b["count"], b["accuracy"]) for b in bins] == [(1, 1.0), (1, 1.0), (1, 0.0), (1, 0.0)]
+    assert accuracy_by_uncertainty([0.1, 0.2, 0.7, 0.6], [True, True, False, False], bins=2) == [
+        {"lo": 0.1, "hi": 0.2, "count": 2, "accuracy": 1.0}, {"lo": 0.6, "hi": 0.7, "count": 2, "accuracy": 0.0}]
+
+
+def test_diversity_is_pairwise_correlation_and_disagreement():
+    import statistics
+
+    div = ensemble_report(RECORDS, RESULTS, DESCRIBE)["diversity"]
+    m0 = [v for r in RESULTS for v in r.members[0]]
+    m1 = [v for r in RESULTS for v in r.members[1]]
+    # NumPy's corrcoef against the standard library's: one formula, two summation orders
+    assert div["reward_correlation"] == pytest.approx(statistics.correlation(m0, m1), abs=1e-12)
+    assert div["pair_disagreement"] == 0.5  # member 1 flips p1 and p2; both are wrong on the tie p3
+    assert diversity([[1.0, 2.0]], [[1.0]]) is None  # one member has no one to differ from
+
+
+def test_the_written_report_has_the_ensemble_picture_and_tables(tmp_path):
+    from rewardkit.eval.report import write_report
+
+    paths = write_report(evaluate(RECORDS, RESULTS, DESCRIBE), tmp_path)
+    assert paths["ensemble"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = paths["markdown"].read_text()
+    assert "prefer different responses on 50.00% of the pairs" in markdown
+    assert "| 0.100-0.100 | 1 | 100.00% |" in markdown and "ensemble.png" in markdown

@@ -30,12 +30,18 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str
     }
     if report.get("rm_bench"):
         paths["rm_bench"] = out_dir / "rm_bench.png"
+    if report.get("ensemble"):
+        paths["ensemble"] = out_dir / "ensemble.png"
     atomic_write_json(paths["json"], report)
     plot_reliability(report.get("reliability") or [], paths["reliability"], ece=report.get("ece"))
     plot_reward_length(report.get("reward_by_length") or [], paths["reward_length"],
                        report.get("length_correlation") or {})
     if "rm_bench" in paths:
         plot_rm_bench(report["rm_bench"], paths["rm_bench"])
+    if "ensemble" in paths:
+        from rewardkit.eval.ensemble import plot_ensemble
+
+        plot_ensemble(report["ensemble"], paths["ensemble"])
     images = {k: v.name for k, v in paths.items() if v.suffix == ".png"}
     atomic_write_text(paths["markdown"], render_markdown(report, image=images["reliability"], images=images))
     return paths
@@ -138,6 +144,19 @@ def render_markdown(report: dict[str, Any], image: str | None = "reliability.png
                   "nothing about the errors).", ""]
         lines += markdown_table(["member", "accuracy"],
                                 [[m.get("name"), _pct(m.get("accuracy"))] for m in ensemble.get("members", [])])
+        div = ensemble.get("diversity") or {}
+        if div:
+            lines += ["", f"Diversity: two members' rewards correlate {_num(div.get('reward_correlation'), 3)} "
+                          f"on average, and they prefer different responses on "
+                          f"{_pct(div.get('pair_disagreement'))} of the pairs."]
+        bins = ensemble.get("by_uncertainty") or []
+        if bins:
+            lines += ["", "Ensemble accuracy by the members' spread on the pair (equal-count bins):", ""]
+            lines += markdown_table(["spread", "pairs", "accuracy"],
+                                    [[f"{_num(b['lo'], 3)}-{_num(b['hi'], 3)}", str(b["count"]),
+                                      _pct(b["accuracy"])] for b in bins])
+        if (images or {}).get("ensemble"):
+            lines += ["", f"![members and uncertainty]({images['ensemble']})"]
 
     subsets = r("subsets") or {}
     if subsets:
