@@ -21,6 +21,23 @@ PromptsOpt = Annotated[Path, typer.Option(
                       "messages), or any data file rewardkit reads (its records' prompts, e.g. HH-RLHF).")]
 
 
+def bar_progress(bar):
+    """A sampling run's progress (rewardkit.sampling.Progress) drawn on a rich progress bar."""
+    from rewardkit.sampling import Progress
+
+    class BarProgress(Progress):
+        def __init__(self):
+            self.task = None
+
+        def start(self, total_samples: int, done_samples: int) -> None:
+            self.task = bar.add_task("sampling", total=total_samples, completed=done_samples)
+
+        def advance(self, samples: int) -> None:
+            bar.advance(self.task, samples)
+
+    return BarProgress()
+
+
 @app.command(cls=ExampleCommand)
 def sample(policy: PolicyOpt, prompts: PromptsOpt,
            out: Annotated[Path, typer.Option("--out", "-o", help="JSONL of generic records: one per prompt, its "
@@ -60,18 +77,8 @@ def sample(policy: PolicyOpt, prompts: PromptsOpt,
     """
     from rewardkit.data.prompts import load_prompts
     from rewardkit.errors import RewardkitError
-    from rewardkit.sampling import Progress, load_policy, sample as run_sample
+    from rewardkit.sampling import load_policy, sample as run_sample
     from rewardkit.scoring import partial_path
-
-    class BarProgress(Progress):
-        def __init__(self, bar):
-            self.bar, self.task = bar, None
-
-        def start(self, total_samples: int, done_samples: int) -> None:
-            self.task = self.bar.add_task("sampling", total=total_samples, completed=done_samples)
-
-        def advance(self, samples: int) -> None:
-            self.bar.advance(self.task, samples)
 
     with user_errors():
         quiet_transformers()
@@ -93,7 +100,7 @@ def sample(policy: PolicyOpt, prompts: PromptsOpt,
         with progress_bar("sampling", None, unit="samples") as bar:
             summary = run_sample(loaded, prompt_list, out, n=n, temperature=temperature, top_p=top_p,
                                  max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, score=scorer,
-                                 score_name=score, overwrite=overwrite, progress=BarProgress(bar))
+                                 score_name=score, overwrite=overwrite, progress=bar_progress(bar))
         resumed = f" ({summary.resumed} kept from the interrupted run)" if summary.resumed else ""
         scored = f"; scored from {summary.score_input}" if summary.score_input else ""
         console.print(f"wrote {escape(str(summary.output))}: {summary.prompts} prompts x {n} responses{resumed}; "
