@@ -97,3 +97,31 @@ def test_a_proxy_that_is_the_gold_is_warned_about(pool_file, tmp_path):
     code, output = run("--gold", GOLD, "--proxy", f"same={GOLD}", "--samples", str(pool_file), "--n-max", "8",
                        "--out", str(tmp_path / "o"), "--resamples", "50")
     assert code == 0 and "warning: proxy same is the gold model" in output
+
+
+def test_a_length_calibrated_proxy_is_one_more_objective(tmp_path):
+    from rewardkit.data.record import Response
+    from rewardkit.eval.length import LengthCalibratedScorer
+    from rewardkit.models.scorer import ScoreItem
+
+    records = task.pool_records(prompts=16, samples=16)
+    for r in records:  # lengths that vary, so that there is a length trend to fit
+        r.responses = [Response(resp.content + " filler" * (k % 7)) for k, resp in enumerate(r.responses)]
+    pool_file = tmp_path / "pool.jsonl"
+    write_canonical_jsonl(records, pool_file)
+    calibration = tmp_path / "length.json"
+    LengthCalibratedScorer.fit(task.proxy_a(), [ScoreItem(r.prompt, r.responses) for r in records],
+                               unit="words", method="linear").save(calibration)
+    out = tmp_path / "o"
+    code, output = run("--gold", GOLD, "--proxy", "a=python:overopt_task:proxy_a",
+                       "--proxy", "a_lc=python:overopt_task:proxy_a", "--length-calibration", f"a_lc={calibration}",
+                       "--samples", str(pool_file), "--n-max", "16", "--out", str(out), "--resamples", "50")
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["objectives"]) == ["a", "a_lc"]
+    assert report["objectives"]["a"]["proxy"] != report["objectives"]["a_lc"]["proxy"]
+    assert len(list((out / "scores").glob("*.jsonl"))) == 3  # gold, a, a_lc: the calibrated one cached apart
+
+    code, output = run("--gold", GOLD, "--proxy", "a=python:overopt_task:proxy_a", "--length-calibration",
+                       f"b={calibration}", "--samples", str(pool_file), "--n-max", "4", "--out", str(out))
+    assert code == 2 and "NAME one of the proxies (a)" in output

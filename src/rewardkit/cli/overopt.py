@@ -38,6 +38,10 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             aggregators: Annotated[str, typer.Option(
                 "--aggregators", help="Ensemble proxies: one curve per aggregator, comma-separated.")] = "mean,wco,uwo",
             resamples: Annotated[int, typer.Option("--resamples", help="Bootstrap resamples of the prompts.")] = 1000,
+            length_calibration: Annotated[Optional[list[str]], typer.Option(
+                "--length-calibration", help="NAME=FILE: score proxy NAME through the length calibration saved by "
+                                             "rewardkit calibrate-length (name the same spec twice to compare "
+                                             "with and without).")] = None,
             endpoint: Annotated[Optional[str], typer.Option(
                 "--endpoint", help="Sample from an OpenAI-compatible server (vLLM: http://HOST:PORT/v1).")] = None,
             temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
@@ -76,9 +80,11 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             raise RewardkitError(f"--n-max {n_max} is above the pool size: the smallest prompt has {pool.smallest} "
                                  "samples (sample more with --pool, or lower --n-max)")
         sampling_s = time.perf_counter() - started
+        calibrations = _calibrations(length_calibration, [name for name, _ in named])
         scorers = {"gold": load_scorer(gold, max_length, None, precision, batch_tokens)}
         for name, spec in named:
-            scorers[name] = load_scorer(spec, max_length, None, precision, batch_tokens)
+            scorers[name] = load_scorer(spec, max_length, None, precision, batch_tokens,
+                                        length_calibration=calibrations.get(name))
         for name, spec in named:
             if same_model(gold, spec, scorers["gold"].describe(), scorers[name].describe()):
                 console.print(f"[yellow]warning:[/] proxy {escape(name)} is the gold model: its curve can only "
@@ -90,7 +96,8 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             for name, scorer in scorers.items():
                 task = bar.add_task(f"scoring {name}", total=len(pool.records))
                 # cached by what made the scores: the spec and the loading options, not the proxy's name
-                key = f"{specs[name]}|precision={precision}|max_length={max_length}"
+                key = f"{specs[name]}|precision={precision}|max_length={max_length}" + (
+                    f"|length_calibration={calibrations[name].resolve()}" if name in calibrations else "")
                 results[name] = cached_scores(scorer, key, pool, out / "scores",
                                               progress=lambda k, t=task: bar.advance(t, k))
         scoring_s = time.perf_counter() - started
@@ -105,6 +112,22 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             console.print(f"  {escape(row['objective'])}: peak gold {row['peak_gold']:+.3f} at n = {row['peak_n']}, "
                           f"gold at n = {n_max} {row['gold_at_n_max']:+.3f}", highlight=False)
         console.print(f"report: {escape(str(paths['markdown']))}", highlight=False)
+
+
+def _calibrations(items: Optional[list[str]], proxies: list[str]) -> dict[str, Path]:
+    """--length-calibration NAME=FILE entries, each naming a proxy."""
+    from rewardkit.errors import RewardkitError
+
+    out = {}
+    for item in items or []:
+        name, eq, path = item.partition("=")
+        if not eq or name not in proxies:
+            raise RewardkitError(f"--length-calibration {item!r}: expected NAME=FILE with NAME one of the proxies "
+                                 f"({', '.join(proxies)})")
+        if not Path(path).is_file():
+            raise RewardkitError(f"--length-calibration {item!r}: {path} is not a file")
+        out[name] = Path(path)
+    return out
 
 
 def _pool(out: Path, samples: Optional[Path], policy, prompts, n: int, endpoint, temperature, max_new_tokens,
