@@ -18,7 +18,7 @@ GOLD = "python:overopt_task:gold"
 @pytest.fixture
 def pool_file(tmp_path):
     path = tmp_path / "pool.jsonl"
-    write_canonical_jsonl(task.pool_records(prompts=24, samples=32), path)
+    write_canonical_jsonl(task.pool_records(prompts=40, samples=32), path)
     return path
 
 

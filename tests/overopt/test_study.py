@@ -100,7 +100,7 @@ def test_the_report_files(study, tmp_path):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = paths["markdown"].read_text()
     assert "stands in for human judgement" in markdown
-    assert "| ens uwo |" in markdown and "yes: gold falls after its peak" in markdown
+    assert "| ens uwo |" in markdown and "| yes |" in markdown
     assert "## What `a` picks and the gold dislikes" in markdown
     import json
 

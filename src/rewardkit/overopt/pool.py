@@ -63,8 +63,9 @@ class Pool:
 
 
 def slug(name: str) -> str:
-    """A file name for a model's scores: its name's safe characters and a short hash of the whole name."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[-60:] or "model"
+    """A file name for a model's scores: the safe characters of its name's first part (up to a '|') and a
+    short hash of the whole name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name.split("|")[0]).strip("._")[-60:] or "model"
     return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 

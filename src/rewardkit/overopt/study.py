@@ -8,7 +8,9 @@ An objective is any per-sample score that sorts the pool: a proxy's reward, or a
 aggregator (`objectives_of` expands an ensemble into one objective per aggregator, from the same cached member
 rewards). Gold and proxy curves are normalised so that R(0) = 0 (the pool's mean score subtracted, as the
 paper does), in each model's own units. The gap between them is in standard-deviation units of each model's
-scores over the pool, so that models on different scales compare.
+scores over the pool, so that models on different scales compare. An objective counts as over-optimized when
+its gold curve falls after the peak by more than chance: the 95% interval of the drop from the peak to the
+largest n (paired over the same prompts) lies above zero.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def bon_study(pool: Pool, gold: Sequence[ScoreResult], objectives: Mapping[str, 
         gap = proxy_curve / key_std - gold_curve / gold_std
         fit = fit_bon(d, gold_curve)
         peak = int(np.argmax(gold_curve))
+        drop = g[:, peak] - g[:, -1]  # per prompt: how much gold best-of-n_max loses against the peak
+        drop_lo, drop_hi = bootstrap_means(drop[:, None], resamples, seed)
         report["objectives"][name] = {
             "gold": gold_curve.tolist(), "gold_lo": g_lo.tolist(), "gold_hi": g_hi.tolist(),
             "proxy": proxy_curve.tolist(), "proxy_lo": p_lo.tolist(), "proxy_hi": p_hi.tolist(),
@@ -107,7 +111,9 @@ def bon_study(pool: Pool, gold: Sequence[ScoreResult], objectives: Mapping[str, 
                      "gold_lo": float(g_lo[peak]), "gold_hi": float(g_hi[peak])},
             "at_n_max": {"n": ns[-1], "gold": float(gold_curve[-1]), "proxy": float(proxy_curve[-1]),
                          "gap_std": float(gap[-1])},
-            "overoptimized": bool(gold_curve[-1] < gold_curve[peak] and peak < len(ns) - 1)}
+            "drop": {"value": float(drop.mean()), "lo": float(drop_lo[0]), "hi": float(drop_hi[0])},
+            # over-optimized: gold falls after its peak by more than the prompts' sampling noise explains
+            "overoptimized": bool(peak < len(ns) - 1 and drop_lo[0] > 0)}
     report["mitigation"] = [
         {"objective": name, "peak_gold": o["peak"]["gold"], "peak_n": o["peak"]["n"], "peak_d": o["peak"]["d"],
          "d_star": o["fit"]["d_star"], "r_star": o["fit"]["r_star"], "gold_at_n_max": o["at_n_max"]["gold"],
