@@ -125,3 +125,13 @@ def test_a_length_calibrated_proxy_is_one_more_objective(tmp_path):
     code, output = run("--gold", GOLD, "--proxy", "a=python:overopt_task:proxy_a", "--length-calibration",
                        f"b={calibration}", "--samples", str(pool_file), "--n-max", "4", "--out", str(out))
     assert code == 2 and "NAME one of the proxies (a)" in output
+
+
+def test_a_bad_proxy_fails_before_any_sampling(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello?\n")
+    out = tmp_path / "o"
+    code, output = run("--gold", GOLD, "--proxy", str(tmp_path / "no_such_model"), "--policy", "smollm2",
+                       "--prompts", str(prompts), "--n-max", "4", "--out", str(out))
+    assert code == 2 and "no_such_model" in output and "Traceback" not in output
+    assert not (out / "samples.jsonl.partial").exists() and not (out / "samples.jsonl").exists()

@@ -73,13 +73,7 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             raise RewardkitError(f"--n-max must be at least 1, got {n_max}")
         named = named_specs(proxy)
         names_unique(["gold"] + [name for name, _ in named])
-        started = time.perf_counter()
-        pool, sampled = _pool(out, samples, policy, prompts, pool_size or n_max, endpoint, temperature,
-                              max_new_tokens, seed, batch_size, format, limit, precision)
-        if n_max > pool.smallest:
-            raise RewardkitError(f"--n-max {n_max} is above the pool size: the smallest prompt has {pool.smallest} "
-                                 "samples (sample more with --pool, or lower --n-max)")
-        sampling_s = time.perf_counter() - started
+        # the models load first: a bad spec fails in seconds, not after the sampling
         calibrations = _calibrations(length_calibration, [name for name, _ in named])
         scorers = {"gold": load_scorer(gold, max_length, None, precision, batch_tokens)}
         for name, spec in named:
@@ -89,6 +83,13 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             if same_model(gold, spec, scorers["gold"].describe(), scorers[name].describe()):
                 console.print(f"[yellow]warning:[/] proxy {escape(name)} is the gold model: its curve can only "
                               "rise", highlight=False)
+        started = time.perf_counter()
+        pool, sampled = _pool(out, samples, policy, prompts, pool_size or n_max, endpoint, temperature,
+                              max_new_tokens, seed, batch_size, format, limit, precision)
+        if n_max > pool.smallest:
+            raise RewardkitError(f"--n-max {n_max} is above the pool size: the smallest prompt has {pool.smallest} "
+                                 "samples (sample more with --pool, or lower --n-max)")
+        sampling_s = time.perf_counter() - started
         started = time.perf_counter()
         results = {}
         specs = {"gold": gold, **dict(named)}
