@@ -60,7 +60,7 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
     from rewardkit.errors import RewardkitError
     from rewardkit.models.ensemble import check_aggregator
     from rewardkit.models.spec import named_specs
-    from rewardkit.overopt.pool import cached_scores, names_unique, same_model
+    from rewardkit.overopt.pool import cached_scores, same_model
     from rewardkit.overopt.report import write_overopt_report
     from rewardkit.overopt.study import bon_study, objectives_of
 
@@ -71,8 +71,9 @@ def overopt(gold: Annotated[str, typer.Option("--gold", help="The gold reward mo
             check_aggregator(a)
         if n_max < 1:
             raise RewardkitError(f"--n-max must be at least 1, got {n_max}")
-        named = named_specs(proxy)
-        names_unique(["gold"] + [name for name, _ in named])
+        named = named_specs(proxy)  # refuses two proxies of one name
+        if "gold" in dict(named):
+            raise RewardkitError("'gold' names the gold model; name the proxy otherwise (NAME=SPEC)")
         # the models load first: a bad spec fails in seconds, not after the sampling
         calibrations = _calibrations(length_calibration, [name for name, _ in named])
         scorers = {"gold": load_scorer(gold, max_length, None, precision, batch_tokens)}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,3 @@ def _plain(obj: Any) -> Any:
 def same_model(a: str, b: str, describe_a: dict, describe_b: dict) -> bool:
     """Whether two specs name one model (the study still runs, with a warning)."""
     return a == b or (describe_a == describe_b and describe_a.get("kind") not in (None, "function"))
-
-
-def names_unique(names: Sequence[str]) -> None:
-    duplicates = sorted({n for n in names if list(names).count(n) > 1})
-    if duplicates:
-        raise RewardkitError(f"two models are named {duplicates[0]!r}; name them NAME=SPEC")

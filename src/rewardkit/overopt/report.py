@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rewardkit.eval.compare import snippet
 from rewardkit.eval.plotting import new_figure, save_png
 from rewardkit.io import atomic_write_json, atomic_write_text
 from rewardkit.overopt.bon import Fit
@@ -79,15 +80,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "Among the samples in the proxy's top 5% of the pool, those with the lowest gold score (scores "
                   "in standard deviations over the pool).", ""]
         for h in hacks:
-            text = " ".join(h["text"].split())
             lines += [f"- **{h['prompt_id']}** #{h['sample']}: proxy {h['proxy_std']:+.2f}, gold "
-                      f"{h['gold_std']:+.2f}. Prompt: {_quote(h['prompt'], 120)}", f"  > {_quote(text, 400)}"]
+                      f"{h['gold_std']:+.2f}. Prompt: {snippet(h['prompt'], 120)}", f"  > {snippet(h['text'], 400)}"]
     return "\n".join(lines) + "\n"
-
-
-def _quote(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fit_of(o: dict[str, Any]) -> Fit:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rewardkit.errors import RewardkitError
+from rewardkit.eval.compare import prompt_text
 from rewardkit.models.scorer import ScoreResult
 from rewardkit.overopt.bon import bon_weights, fit_bon, kl_bon, n_values
 from rewardkit.overopt.pool import Pool
@@ -138,10 +139,6 @@ def hacks(pool: Pool, gold_rows, key_rows, name: str, gold_mean: float, gold_std
             if k >= cut and math.isfinite(k) and math.isfinite(g):
                 rows.append(((g - gold_mean) / gold_std, (k - key_mean) / key_std, record, i))
     rows.sort(key=lambda row: row[0])
-
-    def prompt_text(record) -> str:
-        return next((m["content"] for m in reversed(record.prompt) if m["role"] == "user"), "")
-
     return [{"objective": name, "prompt_id": record.id, "sample": i, "proxy_std": zk, "gold_std": zg,
-             "gap_std": zk - zg, "prompt": prompt_text(record), "text": record.responses[i].content}
+             "gap_std": zk - zg, "prompt": prompt_text(record.prompt), "text": record.responses[i].content}
             for zg, zk, record, i in rows[:top]]
