@@ -124,7 +124,7 @@ def test_a_length_calibrated_proxy_is_one_more_objective(tmp_path):
 
     code, output = run("--gold", GOLD, "--proxy", "a=python:overopt_task:proxy_a", "--length-calibration",
                        f"b={calibration}", "--samples", str(pool_file), "--n-max", "4", "--out", str(out))
-    assert code == 2 and "NAME one of the proxies (a)" in output
+    assert code == 2 and "is not one of the proxies (a)" in output
 
 
 def test_a_bad_proxy_fails_before_any_sampling(tmp_path):

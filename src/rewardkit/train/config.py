@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rewardkit.errors import RewardkitError
+from rewardkit.settings_file import load_settings
 
 
 class LoraSettings(BaseModel):
@@ -278,53 +279,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     Override keys may be dotted (`lora.r=8`); values are parsed as YAML (`lr=1e-4`, `lora=null`).
     Every problem is a RewardkitError naming the field.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise RewardkitError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise RewardkitError(f"{path}: not valid YAML ({e})") from e
-        if not isinstance(loaded, dict):
-            raise RewardkitError(f"{path}: expected a mapping of field: value")
-        raw.update(loaded)
-    raw.update({k: v for k, v in fields.items() if v is not None})
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise RewardkitError(f"--set {item!r}: expected key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
-    try:
-        return TrainConfig(**raw)
-    except ValidationError as e:
-        raise RewardkitError(_describe(e, path)) from None
-    except RewardkitError as e:
-        raise RewardkitError(f"config: {e}") from None
+    return load_settings(TrainConfig, path, overrides, **fields)
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     from rewardkit.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.model_dump(), sort_keys=False))
-
-
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise RewardkitError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = value
-
-
-def _describe(error: ValidationError, path: Path | None) -> str:
-    where = f"{path}: " if path else "config: "
-    lines = []
-    for e in error.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"field '{field}': {msg}" if field != "config" else msg)
-    return where + "; ".join(lines)
