@@ -18,9 +18,9 @@ from rewardkit.errors import RewardkitError
 Settings = TypeVar("Settings", bound=BaseModel)
 
 
-def load_settings(model: type[Settings], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
-                  **fields: Any) -> Settings:
-    """`model` from the YAML file at `path` (optional), then `fields` that are not None, then `key=value`
+def load_settings(settings_cls: type[Settings], path: str | os.PathLike | None = None,
+                  overrides: list[str] | None = None, /, **fields: Any) -> Settings:
+    """`settings_cls` from the YAML file at `path` (optional), then `fields` that are not None, then `key=value`
     overrides (dotted keys such as `lora.r=8`; values parsed as YAML: `lr=1e-4`, `lora=null`)."""
     raw: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     path = Path(path) if path is not None else None
@@ -31,7 +31,7 @@ def load_settings(model: type[Settings], path: str | os.PathLike | None = None, 
             raise RewardkitError(f"--set {item!r}: expected key=value")
         _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
     try:
-        return model(**raw)
+        return settings_cls(**raw)
     except ValidationError as e:
         raise RewardkitError(validation_message(e, path)) from None
     except RewardkitError as e:

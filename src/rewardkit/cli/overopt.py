@@ -16,9 +16,7 @@ from rewardkit.cli.common import (
 from rewardkit.cli.sample import bar_progress
 
 
-overopt_app = typer.Typer(cls=ExampleGroup, help="How far a proxy reward model can be pushed before a gold model "
-                                                 "says it misleads: best-of-n (this command), RL (rl), and the "
-                                                 "gold/proxy setup (prepare).")
+overopt_app = typer.Typer(cls=ExampleGroup)  # its help is the callback's docstring
 app.add_typer(overopt_app, name="overopt")
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="The lab's YAML config (rewardkit overopt prepare writes one); flags override it.")]
@@ -75,7 +73,8 @@ def overopt(ctx: typer.Context, config: ConfigOpt = None, gold: GoldOpt = None, 
     """Best-of-n against a gold reward model: samples a pool from the policy (or reads --samples), scores it
     with the gold and every proxy (cached: a rerun scores only what is new), and reports gold and proxy score
     against sqrt(KL) for n = 1, 2, 4, ... with intervals, the Gao fit, a mitigation table and the hacks.
-    Every flag is also a field of the --config file.
+    Every flag is also a field of the --config file. Subcommands: `prepare` builds the gold/proxy setup of
+    Gao et al. and writes that config; `rl` measures the same pair under GRPO.
 
     Example: rewardkit overopt --gold runs/demo/train/best --proxy runs/demo/train/last
         --samples runs/demo/samples.jsonl --n-max 4 --out runs/demo/overopt
