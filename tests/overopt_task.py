@@ -58,3 +58,12 @@ def ensemble() -> EnsembleScorer:
     members = [FunctionScorer(proxy_fn(k), name=f"proxy_{'abc'[k - 1]}") for k in (1, 2, 3)]
     stats = [MemberStats(0.0, 2 ** 0.5)] * 3
     return EnsembleScorer(members, names=["a", "b", "c"], stats=stats, aggregator="mean")
+
+
+def length_gold_fn(prompt, response) -> float:
+    """A gold for any text (policy samples included): answers near 40 characters are best."""
+    return -abs(len(response.content) - 40) / 10
+
+
+def length_gold() -> FunctionScorer:
+    return FunctionScorer(length_gold_fn, name="length_gold")

@@ -79,7 +79,7 @@ def _poisson_one(rng: random.Random) -> int:
 
 def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | None = None) -> MembersResult:
     """Train config.ensemble.members members and write OUTPUT/ensemble.json (see the module docstring)."""
-    from rewardkit.train.loop import load_training_data, train
+    from rewardkit.train.loop import load_training_data
 
     settings = config.ensemble
     if settings is None:
@@ -92,28 +92,38 @@ def train_members(config: TrainConfig, on_member: Callable[[int, dict], None] | 
     members = []
     for i in range(settings.members):
         member_dir = out / f"member{i}"
-        done = member_dir / MEMBER_DONE
-        if done.is_file():
-            info = {**json.loads(done.read_text()), "skipped": True}
+        if (member_dir / MEMBER_DONE).is_file():
+            info = train_once(None, member_dir, out)
         else:
             data_file = None
             if settings.vary == "bootstrap":
                 if records is None:
                     records, _ = load_training_data(config.data_sources(), config, config.split)
                 data_file = _write_resample(records, member_dir / "bootstrap.jsonl", config.seed + i)
-            result = train(member_config(config, i, data_file))
-            checkpoint = result.output / ("best" if result.best_accuracy is not None else "last")
-            info = {"member": i, "dir": member_dir.name, "checkpoint": str(checkpoint.relative_to(out)),
-                    "accuracy": result.best_accuracy, "steps": result.steps, "seconds": result.train_seconds}
-            from rewardkit.io import atomic_write_json
-
-            atomic_write_json(done, info)
-            info = {**info, "skipped": False}
+            info = train_once(member_config(config, i, data_file), member_dir, out, member=i, dir=member_dir.name)
         members.append(info)
         if on_member is not None:
             on_member(i, info)
     manifest = write_manifest(config, out, [m["checkpoint"] for m in members])
     return MembersResult(out, manifest, members)
+
+
+def train_once(config: TrainConfig | None, run_dir: Path, base: Path, **info: Any) -> dict:
+    """One training run that is done once: RUN_DIR/member.json records it (its checkpoint relative to
+    `base`, accuracy, steps, seconds) and a later call returns that record, marked skipped, without training;
+    an interrupted run resumes from its `last` (train() does). `config` may be None only for a finished run."""
+    from rewardkit.io import atomic_write_json
+    from rewardkit.train.loop import train
+
+    done = Path(run_dir) / MEMBER_DONE
+    if done.is_file():
+        return {**json.loads(done.read_text()), "skipped": True}
+    result = train(config)
+    checkpoint = result.output / ("best" if result.best_accuracy is not None else "last")
+    info = {**info, "checkpoint": str(checkpoint.relative_to(base)), "accuracy": result.best_accuracy,
+            "steps": result.steps, "seconds": result.train_seconds}
+    atomic_write_json(done, info)
+    return {**info, "skipped": False}
 
 
 def _train_heads(config: TrainConfig, on_member: Callable[[int, dict], None] | None) -> MembersResult:
