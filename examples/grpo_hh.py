@@ -29,20 +29,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
 
 
-def policy_path(name: str) -> str:
-    """A causal LM directory for TRL: a packaged GGUF backbone (smollm2) becomes its cached plain checkpoint."""
-    from rewardkit.models.gguf import dequantized_checkpoint
-    from rewardkit.models.reward_model import resolve_model
-
-    path, gguf_file = resolve_model(name)
-    if gguf_file is None:
-        return path
-    plain = dequantized_checkpoint(path, gguf_file)
-    if plain is None:
-        sys.exit(f"{name}: its GGUF file could not be converted to a plain checkpoint")
-    return str(plain)
-
-
 def hh_prompts(path: Path, max_chars: int, limit: int) -> list[dict]:
     from rewardkit.data import load_split
 
@@ -107,10 +93,10 @@ def main() -> int:
     from trl import GRPOConfig, GRPOTrainer
     from transformers.trainer_utils import get_last_checkpoint
 
-    from rewardkit.integrations.trl import reward_function
+    from rewardkit.integrations.trl import policy_checkpoint, reward_function
 
     rows = hh_prompts(args.prompts, args.max_prompt_chars, args.steps * args.prompts_per_step)
-    policy = policy_path(args.policy)
+    policy = policy_checkpoint(args.policy)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     config = GRPOConfig(
         output_dir=str(args.out / "checkpoints"), max_steps=args.steps, learning_rate=args.lr, beta=args.beta,

@@ -67,3 +67,17 @@ def length_gold_fn(prompt, response) -> float:
 
 def length_gold() -> FunctionScorer:
     return FunctionScorer(length_gold_fn, name="length_gold")
+
+
+def long_proxy() -> FunctionScorer:
+    """A proxy for any text with a planted flaw: longer is always better (the gold wants about 40 characters)."""
+    return FunctionScorer(lambda prompt, response: len(response.content) / 10, name="long_proxy")
+
+
+def length_ensemble() -> EnsembleScorer:
+    """Three proxies for any text that share the planted flaw to different degrees: characters, words, vowels."""
+    members = [FunctionScorer(lambda p, r: len(r.content) / 10, name="chars"),
+               FunctionScorer(lambda p, r: len(r.content.split()) / 2, name="words"),
+               FunctionScorer(lambda p, r: sum(ch in "aeiou" for ch in r.content.lower()) / 4, name="vowels")]
+    return EnsembleScorer(members, names=["chars", "words", "vowels"], stats=[MemberStats(0.0, 1.0)] * 3,
+                          aggregator="mean")

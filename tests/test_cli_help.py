@@ -15,7 +15,7 @@ import rewardkit
 from rewardkit.cli import app, split_example
 
 runner = CliRunner()
-COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "sample", "overopt", "overopt prepare", "serve", "data inspect",
+COMMANDS = ["score", "eval", "probe", "compare", "calibrate-length", "rerank", "sample", "overopt", "overopt prepare", "overopt rl", "serve", "data inspect",
             "data convert", "ensemble create", "ensemble average", "train", "export", "demo", "doctor"]
 GROUPS = ("data", "ensemble")  # groups that are not commands themselves (overopt is both)
 

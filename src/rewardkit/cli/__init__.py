@@ -9,7 +9,7 @@ from __future__ import annotations
 from rewardkit.cli.common import app, split_example
 
 # Each module registers its commands on `app`; the order here is the order of `rewardkit --help`.
-from rewardkit.cli import score, evaluate, sample, overopt, overopt_prepare, serve, data, ensemble, train, machine  # noqa: E402,F401  isort: skip
+from rewardkit.cli import score, evaluate, sample, overopt, overopt_prepare, overopt_rl, serve, data, ensemble, train, machine  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main", "split_example"]
 

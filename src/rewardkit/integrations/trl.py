@@ -71,3 +71,18 @@ def reward_function(model: str | Scorer, *, objective: str | None = None, normal
     if not re.fullmatch(r"[A-Za-z0-9_.:-]+", label):
         raise RewardkitError(f"name {label!r}: use letters, digits and _ . : - (it becomes a metric key)")
     return TRLRewardFunction(rewards, label)
+
+
+def policy_checkpoint(name: str) -> str:
+    """A causal LM folder TRL can load: a local folder or hub id as it is, a packaged GGUF backbone (smollm2)
+    as its cached plain checkpoint (TRL's trainers need full-precision weights to train)."""
+    from rewardkit.models.gguf import dequantized_checkpoint
+    from rewardkit.models.reward_model import resolve_model
+
+    path, gguf_file = resolve_model(name)
+    if gguf_file is None:
+        return path
+    plain = dequantized_checkpoint(path, gguf_file)
+    if plain is None:
+        raise RewardkitError(f"policy {name!r}: its GGUF file could not be converted to a plain checkpoint")
+    return str(plain)
