@@ -126,10 +126,10 @@ def test_noise_flips_labels_at_its_rate():
 
 
 @pytest.mark.parametrize("kwargs, rewards, message", [
-    (dict(noise=0.5), [1.0, 0.0], "label noise must be in"),
-    (dict(noise=0.7), [1.0, 0.0], "label noise must be in"),
-    (dict(noise=-0.01), [1.0, 0.0], "label noise must be in"),
-    (dict(noise=float("nan")), [1.0, 0.0], "label noise must be in"),
+    (dict(noise=0.5), [1.0, 0.0], "label noise is a flip probability in"),
+    (dict(noise=0.7), [1.0, 0.0], "label noise is a flip probability in"),
+    (dict(noise=-0.01), [1.0, 0.0], "label noise is a flip probability in"),
+    (dict(noise=float("nan")), [1.0, 0.0], "label noise is a flip probability in"),
     (dict(), [float("nan"), 0.0], "not finite"),
     (dict(), [1.0, float("inf")], "not finite"),
     (dict(), [float("-inf"), float("-inf")], "not finite"),
@@ -144,8 +144,8 @@ def test_gold_label_is_for_pairs():
     three = PreferenceRecord("t", user_prompt("q"), [Response("a"), Response("b"), Response("c")], chosen=0)
     with pytest.raises(RewardkitError, match="'t': has 3 responses; gold labels are for pairs"):
         gold_label(three, [1.0, 0.0, 2.0])
-    with pytest.raises(RewardkitError):
-        gold_label(pair(0), [1.0, 0.0, 2.0])  # two responses but three rewards
+    with pytest.raises(RewardkitError, match="3 gold rewards for its 2 responses"):
+        gold_label(pair(0), [1.0, 0.0, 2.0])
 
 
 # --- split_labelled, proxy_name, load_pairs, prepare_markdown ----------------------------------------------
@@ -166,14 +166,18 @@ def test_split_labelled_is_seeded_and_holds_out_a_disjoint_set():
 
 @pytest.mark.parametrize("backbone, count, name", [
     ("minilm", 1000, "minilm-1000"),
-    ("/some/where/bert", 16, "bert-16"),
-    ("/some/where/bert/", 16, "bert-16"),
-    ("runs/my model (v2)", 4, "my_model_v2-4"),
-    ("HuggingFaceTB/SmolLM2-135M", 250, "SmolLM2-135M-250"),
+    ("HuggingFaceTB/SmolLM2-135M", 250, "HuggingFaceTB_SmolLM2-135M-250"),  # not a folder here: a hub id
+    ("org2/SmolLM2-135M/", 250, "org2_SmolLM2-135M-250"),
     (".", 3, "backbone-3"),
 ])
 def test_proxy_name(backbone, count, name):
     assert proxy_name(backbone, count) == name
+
+
+def test_a_local_backbone_is_named_by_its_folder(tmp_path):
+    folder = tmp_path / "my model (v2)"
+    folder.mkdir()
+    assert proxy_name(str(folder), 4) == proxy_name(str(folder) + "/", 4) == "my_model_v2-4"
 
 
 def canonical(rows):
@@ -388,11 +392,9 @@ def test_a_changed_seed_is_refused_in_the_same_out(pairs_file, bert_dir, tmp_pat
     assert code == 2 and "made with labels = 'hard', not 'bt'" in output
 
 
-# --- known library bugs (strict xfails: each passes once the bug is fixed, and then fails until unmarked) ---
+# --- refused early, and nothing bound by a failed run ---
 
-@pytest.mark.xfail(strict=True, reason="two backbones whose folders share a name get one proxy name: the second "
-                                       "is reported 'already trained' and never trains")
-def test_backbones_with_the_same_folder_name_get_their_own_proxies(pairs_file, bert_dir, tmp_path):
+def test_backbones_with_the_same_folder_name_are_refused(pairs_file, bert_dir, tmp_path):
     import shutil
 
     a, b = tmp_path / "a" / "bert", tmp_path / "b" / "bert"
@@ -400,11 +402,10 @@ def test_backbones_with_the_same_folder_name_get_their_own_proxies(pairs_file, b
     shutil.copytree(bert_dir, b)
     out = tmp_path / "lab"
     code, output = run(*prepare_args(pairs_file, f"{a},{b}", out, counts="16"))
-    assert code == 2 or len(load_overopt_config(out / "overopt.yaml").proxies) == 2, output
+    assert code == 2 and "would both train proxy 'bert-16'" in output, output
+    assert not out.exists()  # refused before anything is read or written
 
 
-@pytest.mark.xfail(strict=True, reason="labels.json is recorded before the gold loads, so a run that failed on a "
-                                       "mistyped --gold refuses the corrected rerun into the same --out")
 def test_a_corrected_gold_is_not_refused_after_a_failed_run(pairs_file, bert_dir, tmp_path):
     out = tmp_path / "lab"
     args = prepare_args(pairs_file, bert_dir, out, counts="16")
@@ -415,8 +416,6 @@ def test_a_corrected_gold_is_not_refused_after_a_failed_run(pairs_file, bert_dir
     assert code == 0, output
 
 
-@pytest.mark.xfail(strict=True, reason="--noise and --eval-pairs are checked only after the gold has scored "
-                                       "every pair (--eval-pairs 0 then fails on an empty eval.jsonl)")
 @pytest.mark.parametrize("extra, flag", [(["--noise", "0.6"], "noise"), (["--eval-pairs", "0"], "--eval-pairs")])
 def test_bad_noise_or_eval_pairs_is_refused_before_scoring(extra, flag, pairs_file, bert_dir, tmp_path):
     out = tmp_path / "lab"

@@ -40,11 +40,12 @@ def gold_label(record: PreferenceRecord, rewards: Sequence[float], *, labels: La
     """The pair relabelled by the gold: preferred response first (chosen 0), every other preference field
     cleared, and meta["gold"] = {"rewards" (in the new order), "p" (the gold's probability that the first is
     preferred), "flipped" (by the noise), "agrees" (with the data's own label; None without one)}."""
-    if len(record.responses) != 2 or len(rewards) != 2:
+    if len(record.responses) != 2:
         raise RewardkitError(f"record {record.id!r}: has {len(record.responses)} responses; gold labels are "
                              "for pairs")
-    if not 0 <= noise < 0.5:
-        raise RewardkitError(f"label noise must be in [0, 0.5), got {noise}")
+    if len(rewards) != 2:
+        raise RewardkitError(f"record {record.id!r}: {len(rewards)} gold rewards for its 2 responses")
+    check_noise(noise)
     r0, r1 = float(rewards[0]), float(rewards[1])
     if not (math.isfinite(r0) and math.isfinite(r1)):
         raise RewardkitError(f"record {record.id!r}: the gold's rewards are not finite ({r0}, {r1})")
@@ -66,6 +67,11 @@ def gold_label(record: PreferenceRecord, rewards: Sequence[float], *, labels: La
     return replace(record, responses=[record.responses[i] for i in order], chosen=0, ranking=None, scores=None,
                    attributes=None, votes=None, soft_label=None, step_labels=None, margin=None,
                    meta={**record.meta, "gold": gold})
+
+
+def check_noise(noise: float) -> None:
+    if not 0 <= noise < 0.5:  # NaN fails too
+        raise RewardkitError(f"--noise {noise}: label noise is a flip probability in [0, 0.5)")
 
 
 def _sigmoid(x: float) -> float:
@@ -90,9 +96,31 @@ def split_labelled(records: Sequence[PreferenceRecord], eval_pairs: int, seed: i
 
 
 def proxy_name(backbone: str, count: int) -> str:
-    """`minilm-1000`; a backbone given as a path is named by its folder."""
-    base = Path(backbone.rstrip("/")).name or backbone
-    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', base).strip('._') or 'backbone'}-{count}"
+    """`minilm-1000`; a backbone given as a local folder is named by the folder, a hub id by the whole id
+    (`org_model-1000`), so two organisations' models of one name stay apart."""
+    trimmed = backbone.rstrip("/")
+    base = Path(trimmed).name if Path(trimmed).exists() else trimmed
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', base or backbone).strip('._') or 'backbone'}-{count}"
+
+
+def check_plan(plan: PrepareSettings, counts: Sequence[int]) -> None:
+    """Everything about a plan that can be checked before the data is read, so a typo fails in seconds."""
+    if not counts or counts[0] < 1:
+        raise RewardkitError(f"--counts must be positive label counts, got {plan.counts}")
+    if not plan.backbones:
+        raise RewardkitError("no --backbones to train proxies on")
+    if plan.labels not in ("hard", "bt"):
+        raise RewardkitError(f"--labels {plan.labels!r}: expected hard or bt")
+    check_noise(plan.noise)
+    if plan.eval_pairs < 1:
+        raise RewardkitError(f"--eval-pairs {plan.eval_pairs}: the proxies need at least one held-out pair")
+    names: dict[str, str] = {}
+    for backbone in plan.backbones:
+        name = proxy_name(backbone, counts[0])
+        if name in names:
+            raise RewardkitError(f"--backbones {names[name]} and {backbone} would both train proxy {name!r}; "
+                                 "give backbone folders different names")
+        names[name] = backbone
 
 
 @dataclass
@@ -158,10 +186,7 @@ def prepare(plan: PrepareSettings, base: Any, *, gold_scorer: Any = None,
     from rewardkit.train.members import train_once
 
     counts = sorted(set(plan.counts))
-    if not counts or counts[0] < 1:
-        raise RewardkitError(f"--counts must be positive label counts, got {plan.counts}")
-    if not plan.backbones:
-        raise RewardkitError("no --backbones to train proxies on")
+    check_plan(plan, counts)
     out = Path(plan.out)
     records = load_pairs(plan.data, plan.split, plan.format)
     pool = Pool(records, ", ".join(plan.data))
@@ -171,9 +196,10 @@ def prepare(plan: PrepareSettings, base: Any, *, gold_scorer: Any = None,
     if counts[-1] > available:
         raise RewardkitError(f"--counts {counts[-1]} is more than the {available} pairs left to train on "
                              f"({len(records)} pairs, {plan.eval_pairs} held out)")
-    _check_labels_settings(out / "labels" / "labels.json", {
-        "gold": plan.gold, "data": list(plan.data), "split": plan.split, "format": plan.format,
-        "labels": plan.labels, "noise": plan.noise, "eval_pairs": plan.eval_pairs, "seed": plan.seed})
+    labels_file = out / "labels" / "labels.json"
+    labelling = {"gold": plan.gold, "data": list(plan.data), "split": plan.split, "format": plan.format,
+                 "labels": plan.labels, "noise": plan.noise, "eval_pairs": plan.eval_pairs, "seed": plan.seed}
+    _check_labels_settings(labels_file, labelling)
     if gold_scorer is None:
         from rewardkit.models.spec import load_scorer
 
@@ -186,6 +212,7 @@ def prepare(plan: PrepareSettings, base: Any, *, gold_scorer: Any = None,
     labelled = [gold_label(r, g.rewards, labels=plan.labels, noise=plan.noise, seed=plan.seed)
                 for r, g in zip(records, gold)]
     train_pool, held_out = split_labelled(labelled, plan.eval_pairs, plan.seed)
+    _record_labels_settings(labels_file, labelling)  # only now: a run that failed before labelling binds nothing
     eval_file = out / "labels" / "eval.jsonl"
     _write_once(eval_file, held_out)
     proxies, rows = {}, []
@@ -228,11 +255,9 @@ def prepare(plan: PrepareSettings, base: Any, *, gold_scorer: Any = None,
 
 
 def _check_labels_settings(path: Path, settings: dict[str, Any]) -> None:
-    """The labels in OUT were made with these settings (recorded the first time): other settings would mix
+    """The labels in OUT were made with these settings (recorded once they exist): other settings would mix
     two labellings, so they are refused."""
     import json
-
-    from rewardkit.io import atomic_write_json
 
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
@@ -241,7 +266,12 @@ def _check_labels_settings(path: Path, settings: dict[str, Any]) -> None:
             k = changed[0]
             raise RewardkitError(f"{path}: the labels there were made with {k} = {recorded.get(k)!r}, not "
                                  f"{settings[k]!r}; use another --out (or delete it) to label again")
-    else:
+
+
+def _record_labels_settings(path: Path, settings: dict[str, Any]) -> None:
+    from rewardkit.io import atomic_write_json
+
+    if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, settings)
 
