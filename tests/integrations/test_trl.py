@@ -134,3 +134,10 @@ def test_names_and_bad_input(rm_dir):
         rf(prompts=["a"], completions=[""])
     with pytest.raises(RewardkitError):
         reward_function("/no/such/model/dir")
+
+
+def test_policy_checkpoint_passes_a_plain_folder_through(qwen2_dir):
+    from rewardkit.integrations.trl import policy_checkpoint
+
+    # (a packaged GGUF backbone becomes its cached plain checkpoint: tests/models/test_gguf_cache.py)
+    assert policy_checkpoint(str(qwen2_dir)) == str(qwen2_dir)
