@@ -46,6 +46,24 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
+def append_jsonl(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
+    """One row of a log written as it happens (a crash loses at most the row being written)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, default=_json_default) + "\n")
+
+
+def keep_steps_upto(path: str | os.PathLike, step: int) -> list[dict]:
+    """The rows of a step log (JSONL, one {"step": ...} per line) up to `step`, and the file rewritten with
+    only them: a run resumed from its checkpoint at `step` drops what it logged after it. No file: []."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [r for r in rows if r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+    return kept
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory that becomes `path` only when the block succeeds.

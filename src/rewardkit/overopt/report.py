@@ -33,7 +33,7 @@ def write_overopt_report(report: dict[str, Any], out_dir: str | os.PathLike) -> 
     return paths
 
 
-def _num(x: Any, digits: int = 3) -> str:
+def fmt_num(x: Any, digits: int = 3) -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
@@ -54,10 +54,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              "| objective | peak gold | at n | d | d* | R* | gold at n max | gap at n max |", "|---|---|---|---|---|---|---|---|"]
     for row, (name, o) in zip(report["mitigation"], report["objectives"].items()):
         star = "*" if o["fit"]["extrapolated"] else ""
-        lines.append(f"| {row['objective']} | {_num(row['peak_gold'])} ({_num(o['peak']['gold_lo'])}, "
-                     f"{_num(o['peak']['gold_hi'])}) | {row['peak_n']} | {_num(row['peak_d'])} | "
-                     f"{_num(row['d_star'])}{star} | {_num(row['r_star'])}{star} | {_num(row['gold_at_n_max'])} | "
-                     f"{_num(row['gap_at_n_max'], 2)} |")
+        lines.append(f"| {row['objective']} | {fmt_num(row['peak_gold'])} ({fmt_num(o['peak']['gold_lo'])}, "
+                     f"{fmt_num(o['peak']['gold_hi'])}) | {row['peak_n']} | {fmt_num(row['peak_d'])} | "
+                     f"{fmt_num(row['d_star'])}{star} | {fmt_num(row['r_star'])}{star} | {fmt_num(row['gold_at_n_max'])} | "
+                     f"{fmt_num(row['gap_at_n_max'], 2)} |")
     lines += ["", "![gold curves](mitigation.png)", "", "## Fits", "",
               "Over-optimized: the gold score falls from its peak to the largest n by more than chance (the "
               "95% interval of the drop, paired over prompts, lies above zero).", "",
@@ -66,14 +66,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         f, drop = o["fit"], o["drop"]
         verdict = ("yes" if o["overoptimized"] else "no: gold peaks at the largest n" if o["peak"]["n"] == report["n"][-1]
                    else "not shown: the drop is within noise")
-        lines.append(f"| {name} | {_num(f['alpha'], 4)} | {_num(f['beta'], 4)} | {_num(f['rmse'], 4)} | "
-                     f"{_num(drop['value'])} ({_num(drop['lo'])}, {_num(drop['hi'])}) | {verdict} |")
+        lines.append(f"| {name} | {fmt_num(f['alpha'], 4)} | {fmt_num(f['beta'], 4)} | {fmt_num(f['rmse'], 4)} | "
+                     f"{fmt_num(drop['value'])} ({fmt_num(drop['lo'])}, {fmt_num(drop['hi'])}) | {verdict} |")
     lines += ["", "## Curves", ""]
     header = "| n | d | " + " | ".join(f"{name} gold | {name} proxy" for name in report["objectives"]) + " |"
     lines += [header, "|" + "---|" * (2 + 2 * len(report["objectives"]))]
     for j, n in enumerate(report["n"]):
-        cells = [f"{_num(o['gold'][j])} | {_num(o['proxy'][j])}" for o in report["objectives"].values()]
-        lines.append(f"| {n} | {_num(report['d'][j])} | " + " | ".join(cells) + " |")
+        cells = [f"{fmt_num(o['gold'][j])} | {fmt_num(o['proxy'][j])}" for o in report["objectives"].values()]
+        lines.append(f"| {n} | {fmt_num(report['d'][j])} | " + " | ".join(cells) + " |")
     hacks = report.get("hacks") or []
     if hacks:
         lines += ["", f"## What `{hacks[0]['objective']}` picks and the gold dislikes", "",

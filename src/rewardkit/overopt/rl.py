@@ -124,13 +124,6 @@ def run_name(proxy: str, beta: float) -> str:
     return f"{proxy.replace(' ', '-')}-beta{beta:g}"
 
 
-def read_rows(path: Path, upto: int | None = None) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if upto is None or r["step"] <= upto]
-
-
 def rl_run(policy: str, gold, proxy, prompts, settings, beta: float, out_dir: Path,
            on_row: Callable[[dict], Any] | None = None, on_step: Callable[[int], Any] | None = None,
            identity: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -145,7 +138,7 @@ def rl_run(policy: str, gold, proxy, prompts, settings, beta: float, out_dir: Pa
     from trl import GRPOConfig, GRPOTrainer
 
     from rewardkit.integrations.trl import policy_checkpoint, reward_function
-    from rewardkit.io import atomic_write_json, atomic_write_text
+    from rewardkit.io import append_jsonl, atomic_write_json, keep_steps_upto
 
     made = {**settings.model_dump(exclude={"proxies", "betas"}), "beta": beta, "policy": policy,
             **(identity or {})}
@@ -165,10 +158,9 @@ def rl_run(policy: str, gold, proxy, prompts, settings, beta: float, out_dir: Pa
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     curve = out_dir / "curve.jsonl"
     resumed = int(Path(last).name.split("-")[-1]) if last else 0
-    rows = read_rows(curve, upto=resumed)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / RUN_SETTINGS, made)
-    atomic_write_text(curve, "".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
+    rows = keep_steps_upto(curve, resumed)  # rows measured after the last checkpoint are measured again
 
     class Curve(TrainerCallback):
         def record(self, model, step):
@@ -176,8 +168,7 @@ def rl_run(policy: str, gold, proxy, prompts, settings, beta: float, out_dir: Pa
                 return
             row = measure(model, tokenizer, reference, eval_prompts, gold, proxy, settings, step)
             rows.append(row)
-            with open(curve, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(curve, row)
             if on_row is not None:
                 on_row(row)
 

@@ -14,7 +14,7 @@ import numpy as np
 from rewardkit.eval.plotting import new_figure, save_png
 from rewardkit.io import atomic_write_json, atomic_write_text
 from rewardkit.overopt.bon import Fit
-from rewardkit.overopt.report import CAVEAT, _num
+from rewardkit.overopt.report import CAVEAT, fmt_num
 
 
 def write_rl_report(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -45,18 +45,18 @@ def render_rl_markdown(report: dict[str, Any]) -> str:
     for run in report["runs"]:
         fit, peak, final = run["fit"], run["peak"], run["final"]
         star = "*" if fit and fit["extrapolated"] else ""
-        lines.append(f"| {run['objective']} | {run['beta']:g} | {_num(peak['gold'])} | {peak['step']} | "
-                     f"{_num(peak['d'])} | {_num(fit and fit['d_star'])}{star} | {_num(fit and fit['r_star'])}{star} | "
-                     f"{_num(final['gold'])} | {_num(final['proxy'])} | {_num(final['d'])} | "
+        lines.append(f"| {run['objective']} | {run['beta']:g} | {fmt_num(peak['gold'])} | {peak['step']} | "
+                     f"{fmt_num(peak['d'])} | {fmt_num(fit and fit['d_star'])}{star} | {fmt_num(fit and fit['r_star'])}{star} | "
+                     f"{fmt_num(final['gold'])} | {fmt_num(final['proxy'])} | {fmt_num(final['d'])} | "
                      f"{run['seconds'] / 60:.1f} |")
     lines += ["", "## Curves", ""]
     for run in report["runs"]:
         lines += [f"### {run['objective']}, β = {run['beta']:g}", "",
                   "| step | KL | d | gold | ± se | proxy | ± se | tokens |", "|---|---|---|---|---|---|---|---|"]
         for j, step in enumerate(run["step"]):
-            lines.append(f"| {step} | {_num(run['kl'][j])} | {_num(run['d'][j])} | {_num(run['gold'][j])} | "
-                         f"{_num(run['gold_se'][j])} | {_num(run['proxy'][j])} | {_num(run['proxy_se'][j])} | "
-                         f"{_num(run['tokens'][j], 1)} |")
+            lines.append(f"| {step} | {fmt_num(run['kl'][j])} | {fmt_num(run['d'][j])} | {fmt_num(run['gold'][j])} | "
+                         f"{fmt_num(run['gold_se'][j])} | {fmt_num(run['proxy'][j])} | {fmt_num(run['proxy_se'][j])} | "
+                         f"{fmt_num(run['tokens'][j], 1)} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -34,6 +34,7 @@ import yaml
 from rewardkit.attention import restore_attention, use_fast_attention
 from rewardkit.fused import restore_layers, use_fused_layers
 from rewardkit.errors import RewardkitError
+from rewardkit.io import append_jsonl, keep_steps_upto
 from rewardkit.losses import (
     bradley_terry,
     compute_loss,
@@ -206,7 +207,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.yaml").write_text(config_yaml)
-        _truncate_metrics(metrics_path, step)
+        keep_steps_upto(metrics_path, step)
         if accelerator.trackers == [] and config.log_with != "none":
             accelerator.init_trackers("rewardkit", config=_flat_config(config))
     core.meta.training = {"data": _plain(config.data), "split": config.split, "records": len(examples),
@@ -358,7 +359,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                                next_batch=0 if last_of_epoch else b + 1)
                 history.append(metrics)
                 if main:
-                    _append_jsonl(metrics_path, metrics)
+                    append_jsonl(metrics_path, metrics)
                     if config.log_with != "none":
                         accelerator.log({k: v for k, v in metrics.items() if v is not None}, step=step)
                     if progress is not None:
@@ -625,20 +626,6 @@ def _saved_step(out: Path) -> int:
         return json.loads((out / "last" / "trainer" / "state.json").read_text())["step"]
     except (OSError, KeyError, json.JSONDecodeError):
         return 0
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past the resumed step (written after the last checkpoint by an interrupted run)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
