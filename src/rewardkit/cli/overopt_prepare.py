@@ -73,8 +73,6 @@ def prepare(gold: GoldOpt = None,
         quiet_transformers()
         if gold is None or out is None:
             raise RewardkitError("give --gold (the gold reward model) and --out (the lab's folder)")
-        if labels not in ("hard", "bt"):
-            raise RewardkitError(f"--labels {labels!r}: expected hard or bt")
         base = load_config(train_config, set_ or [])
         plan = PrepareSettings(
             gold=gold, data=list(data or []), out=str(out), counts=_ints(counts, "--counts"),
